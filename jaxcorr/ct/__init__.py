@@ -1,0 +1,3 @@
+"""CT volumes: the `Volume` container, file readers, preprocessing and built-in phantoms."""
+
+from jaxcorr.ct.volume import Volume, CTError
