@@ -1,0 +1,85 @@
+"""Config blocks shared by every job, and the preset parser.
+
+Each block's keys are the keyword arguments of the code that consumes it, so a block can be
+passed as `**config.block` where that makes sense. Derived values (an automatic pixel spacing,
+say) are computed in code from these fields, so an override never leaves a stale value.
+"""
+
+import ml_collections
+
+# Sentinel for "compute from the other fields" (ml_collections needs a fixed type per field).
+AUTO = 0.0
+
+
+def parse_preset(arg, allowed):
+  """Returns the preset named by the `--config=file.py:PRESET` argument.
+
+  Args:
+    arg: the string after the colon, or None.
+    allowed: the preset names this config file knows, the first being the default.
+
+  Raises:
+    ValueError: for an unknown preset, listing the allowed ones.
+  """
+  preset = arg or allowed[0]
+  if preset not in allowed:
+    raise ValueError(f"unknown config preset {preset!r}; allowed presets: {', '.join(allowed)}")
+  return preset
+
+
+def ct(size=256):
+  """Which CT to read and how to turn it into a cube of intensities (`config.ct`)."""
+  return ml_collections.ConfigDict(dict(
+      # A NIfTI file (.nii/.nii.gz) or a DICOM series folder; empty = built-in phantom.
+      path="",
+      # Built-in synthetic phantom, used when `path` is empty: forearm, hand, foot, knee, random.
+      phantom="forearm",
+      phantom_seed=0,
+      # Edge of the cube, in voxels, that the CT is resampled to (whole CT kept, air-padded).
+      size=size,
+      # HU window applied after padding values are turned into air.
+      hu_window=(-1000.0, 3000.0),
+      # Refuse volumes with more voxels than this before resampling (memory guard).
+      max_voxels=1024 ** 3,
+      # For folders of CTs: 'raise' stops at the first bad file, 'skip' logs it and goes on.
+      on_error="raise",
+      # World position (mm) of the cube's centre: the isocentre, as the authors do.
+      isocenter=(0.0, 0.0, 0.0),
+  ))
+
+
+def intensity(model="bone_sigmoid", x0=1500.0):
+  """HU -> projected quantity (`config.intensity`): the paper's bone sigmoid or physical mu."""
+  return ml_collections.ConfigDict(dict(
+      model=model,        # 'bone_sigmoid' (paper, images x0=1500, labels x0=850) | 'attenuation'
+      x0=x0,              # sigmoid centre, in HU + 1000
+      k=0.005,            # sigmoid slope, 1/HU
+      mu_water=0.0206,    # linear attenuation of water, 1/mm ('attenuation' model)
+  ))
+
+
+def geometry(detector=256):
+  """RTK-style circular cone-beam views (`config.geometry`); see docs/geometry.md."""
+  return ml_collections.ConfigDict(dict(
+      sid=1000.0,                       # source to isocentre, mm
+      sdd=1500.0,                       # source to detector, mm
+      angles=(0.0, 90.0),               # gantry angles, degrees, one per view
+      out_of_plane=0.0,                 # out-of-plane angle, degrees, all views
+      in_plane=0.0,                     # in-plane angle, degrees, all views
+      source_offset=(0.0, 0.0),         # (x, y) mm, RTK SourceOffsetX/Y
+      projection_offset=(0.0, 0.0),     # (x, y) mm, RTK ProjectionOffsetX/Y
+      detector_size=(detector, detector),  # (rows H, columns W)
+      # (row, column) pixel spacing in mm; 0 = fit the magnified cube inside the detector.
+      pixel_spacing=(AUTO, AUTO),
+      translation=(0.0, 0.0, 0.0),      # volume translation, world mm
+      # Optional .npy of [N, 3, 4] pixel-index projection matrices; replaces the circular views.
+      matrices="",
+  ))
+
+
+def drr():
+  """Projector settings (`config.drr`)."""
+  return ml_collections.ConfigDict(dict(
+      dtype="float32",     # volume storage on the device: float32 | bfloat16
+      batch_size=16384,    # rays per chunk
+  ))

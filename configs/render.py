@@ -1,0 +1,33 @@
+"""Render DRRs of one CT (or of the built-in phantom) into the workdir.
+
+Writes `drr.npy` (float32 [N, H, W] line integrals, rows/columns in RTK's projection order),
+`drr_<n>.png` previews, `geometry.json` and `config.json`.
+
+Commands (2-core CPU figures; a GPU is far faster):
+  python -m jaxcorr.main --config=configs/render.py --workdir=/tmp/render
+      256^3 forearm phantom, 2 x 256^2 views, ~10 s including compilation.
+  python -m jaxcorr.main --config=configs/render.py --workdir=/tmp/render \
+      --config.ct.path=CT.nii.gz --config.geometry.angles="(0.,90.,30.)"
+  python -m jaxcorr.main --config=configs/render.py:tiny --workdir=/tmp/r   (64^3, CI, ~2 s)
+Expected result: the previews look like radiographs of the limb (bone bright).
+"""
+
+import ml_collections
+
+from configs import common
+
+PRESETS = ("default", "tiny")
+
+
+def get_config(arg=None):
+  preset = common.parse_preset(arg, PRESETS)
+  size = {"default": 256, "tiny": 64}[preset]
+  config = ml_collections.ConfigDict()
+  config.job = "render"
+  config.seed = 0
+  config.ct = common.ct(size=size)
+  config.intensity = common.intensity()
+  config.geometry = common.geometry(detector=size)
+  config.drr = common.drr()
+  config.png = True
+  return config

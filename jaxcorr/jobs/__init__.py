@@ -1,0 +1,18 @@
+"""Config-driven jobs. `run(config, workdir)` dispatches on `config.job`.
+
+Jobs are the only code (with `main`) that reads configs and touches the workdir; each one is a
+module with a `run(config, workdir)` function, imported only when it is asked for.
+"""
+
+import importlib
+
+JOBS = {
+    "render": "jaxcorr.jobs.render",
+}
+
+
+def run(config, workdir: str) -> None:
+  """Runs the job named by `config.job` in `workdir`."""
+  if config.job not in JOBS:
+    raise ValueError(f"config.job={config.job!r} is not a job; allowed: {', '.join(sorted(JOBS))}")
+  importlib.import_module(JOBS[config.job]).run(config, workdir)

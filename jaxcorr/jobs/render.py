@@ -1,0 +1,59 @@
+"""The `render` job: DRRs of one CT (or the built-in phantom) for the views of the config.
+
+Outputs in the workdir: `drr.npy` (float32 [N, H, W] line integrals of the configured intensity,
+rows and columns in RTK's projection array order), `drr_<n>.png` previews, `geometry.json`
+(the parameters and the [N, 3, 4] pixel-index projection matrices), `config.json`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from jaxcorr import drr, geometry, viz
+from jaxcorr.jobs import common
+
+
+def run(config, workdir: str) -> None:
+  common.prepare_workdir(config, workdir)
+  dtype = common.check_choice("drr.dtype", config.drr.dtype)
+  vol = common.load_volume(config.ct)
+  mu = common.intensity_volume(vol.data, config.intensity)
+  views, (height, width) = common.make_views(config.geometry, vol)
+  logging.info("volume %s from %s, spacing %.3f mm; %d views of %dx%d on %s", vol.shape,
+               vol.source, vol.spacing[0], views.source.shape[0], height, width,
+               jax.devices()[0].platform)
+  t0 = time.perf_counter()
+  images = drr.project_jit(jnp.asarray(mu, dtype), vol.origin, vol.spacing, views,
+                           height=height, width=width, batch_size=config.drr.batch_size)
+  images = np.asarray(jax.block_until_ready(images))
+  logging.info("rendered in %.2f s (compilation included)", time.perf_counter() - t0)
+  if not np.all(np.isfinite(images)):
+    raise FloatingPointError("render produced non-finite pixels; check the CT and geometry")
+  common.atomic_save_npy(os.path.join(workdir, "drr.npy"), images.astype(np.float32))
+  common.write_json(os.path.join(workdir, "geometry.json"), _geometry_record(config, views))
+  if config.png:
+    for n, image in enumerate(images):
+      viz.save_radiograph(os.path.join(workdir, f"drr_{n}.png"), image,
+                          _caption(config.geometry, n, vol.source))
+  logging.info("wrote %s", workdir)
+
+
+def _caption(g, n: int, source: str) -> str:
+  if g.matrices:
+    return f"view {n}: matrix {n} of {os.path.basename(g.matrices)}\n{os.path.basename(source)}"
+  return (f"view {n}: gantry {g.angles[n]:g} deg, out-of-plane {g.out_of_plane:g}, "
+          f"in-plane {g.in_plane:g}\nSID {g.sid:g} mm, SDD {g.sdd:g} mm  "
+          f"{os.path.basename(source) or 'phantom'}")
+
+
+def _geometry_record(config, views) -> dict:
+  mats = np.asarray(geometry.views_to_matrices(views))
+  return {"parameters": config.geometry.to_dict(),
+          "pixel_index_matrices": mats.tolist(),
+          "source": np.asarray(views.source).tolist()}
