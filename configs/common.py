@@ -64,6 +64,10 @@ def geometry(detector=256):
       sid=1000.0,                       # source to isocentre, mm
       sdd=1500.0,                       # source to detector, mm
       angles=(0.0, 90.0),               # gantry angles, degrees, one per view
+      # Orbit axis: 'rtk' turns about world +y (anterior-posterior for an LPS CT) exactly as
+      # RTK does with the volume as read; 'patient' turns about the long axis (IEC 61217:
+      # gantry 0 = source anterior, 90 = source at the patient's left).
+      orbit="rtk",
       out_of_plane=0.0,                 # out-of-plane angle, degrees, all views
       in_plane=0.0,                     # in-plane angle, degrees, all views
       source_offset=(0.0, 0.0),         # (x, y) mm, RTK SourceOffsetX/Y

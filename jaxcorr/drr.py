@@ -54,21 +54,9 @@ def _padded_flat(volume: jnp.ndarray) -> tuple[jnp.ndarray, np.ndarray]:
   return padded.reshape(-1), strides
 
 
-def ray_integral(flat: jnp.ndarray, dims: tuple[int, int, int], strides: np.ndarray,
-                 spacing: jnp.ndarray, s: jnp.ndarray, q: jnp.ndarray) -> jnp.ndarray:
-  """Joseph line integral along one ray.
-
-  Args:
-    flat: the zero-padded, flattened volume from `_padded_flat`.
-    dims: the unpadded volume shape (X, Y, Z), static.
-    strides: int32 (3,) strides of the padded volume, static.
-    spacing: (3,) voxel size in mm.
-    s: (3,) source in continuous voxel index coordinates.
-    q: (3,) pixel centre in continuous voxel index coordinates.
-
-  Returns:
-    The float32 line integral from s to q (volume units x mm).
-  """
+def _ray_setup(dims, strides, spacing, s, q):
+  """Joseph's planes for one ray: the flat index of each sample's (0, 0) bilinear corner, the
+  strides to its other corners, the bilinear fractions, the validity mask and dl (mm)."""
   n_planes = max(dims)
   dims_arr = jnp.asarray(dims, jnp.float32)
   d = q - s
@@ -88,16 +76,50 @@ def ray_integral(flat: jnp.ndarray, dims: tuple[int, int, int], strides: np.ndar
   st = jnp.asarray(strides)
   base = (m.astype(jnp.int32) + _PAD[0]) * st[a] + i_bc[:, 0] * st[bc[0]] + i_bc[:, 1] * st[bc[1]]
   base = jnp.where(valid, base, 0)  # masked samples read the (zero) first element
-  sb, sc = st[bc[0]], st[bc[1]]
-  v00 = flat[base].astype(jnp.float32)
-  v10 = flat[base + sb].astype(jnp.float32)
-  v01 = flat[base + sc].astype(jnp.float32)
-  v11 = flat[base + sb + sc].astype(jnp.float32)
-  fb, fc = f_bc[:, 0], f_bc[:, 1]
-  val = (v00 * (1 - fb) * (1 - fc) + v10 * fb * (1 - fc)
-         + v01 * (1 - fb) * fc + v11 * fb * fc)
   step_mm = jnp.linalg.norm(d * spacing) / jnp.abs(d_a)
+  return base, st[bc[0]], st[bc[1]], f_bc[:, 0], f_bc[:, 1], valid, step_mm
+
+
+def ray_integral(flat: jnp.ndarray, dims: tuple[int, int, int], strides: np.ndarray,
+                 spacing: jnp.ndarray, s: jnp.ndarray, q: jnp.ndarray) -> jnp.ndarray:
+  """Joseph line integral along one ray.
+
+  Args:
+    flat: the zero-padded, flattened volume from `_padded_flat`.
+    dims: the unpadded volume shape (X, Y, Z), static.
+    strides: int32 (3,) strides of the padded volume, static.
+    spacing: (3,) voxel size in mm.
+    s: (3,) source in continuous voxel index coordinates.
+    q: (3,) pixel centre in continuous voxel index coordinates.
+
+  Returns:
+    The float32 line integral from s to q (volume units x mm).
+  """
+  base, sb, sc, fb, fc, valid, step_mm = _ray_setup(dims, strides, spacing, s, q)
+  # Four separate [M] gathers: XLA fuses them with the weights (a stacked [M, 4] gather of the
+  # same indices ran 3-5x slower on CPU).
+  val = (flat[base].astype(jnp.float32) * ((1 - fb) * (1 - fc))
+         + flat[base + sb].astype(jnp.float32) * (fb * (1 - fc))
+         + flat[base + sc].astype(jnp.float32) * ((1 - fb) * fc)
+         + flat[base + sb + sc].astype(jnp.float32) * (fb * fc))
   return jnp.sum(jnp.where(valid, val, 0.0)) * step_mm
+
+
+def ray_samples(dims: tuple[int, int, int], strides: np.ndarray, spacing: jnp.ndarray,
+                s: jnp.ndarray, q: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Joseph's samples of one ray as (flat indices, weights) into the padded volume.
+
+  `ray_integral` equals sum(flat[indices] * weights): this is the ray's row of the system
+  matrix. Arguments as `ray_integral`, without the volume.
+
+  Returns:
+    int32 [M, 4] flat indices and float32 [M, 4] weights (bilinear weight x segment length in
+    mm, zero for masked samples), M = max(dims).
+  """
+  base, sb, sc, fb, fc, valid, step_mm = _ray_setup(dims, strides, spacing, s, q)
+  idx = jnp.stack([base, base + sb, base + sc, base + sb + sc], axis=-1)
+  w = jnp.stack([(1 - fb) * (1 - fc), fb * (1 - fc), (1 - fb) * fc, fb * fc], axis=-1)
+  return idx, jnp.where(valid[:, None], w, 0.0) * step_mm
 
 
 def project_rays(volume: jnp.ndarray, origin: jnp.ndarray, spacing: jnp.ndarray,
@@ -156,3 +178,36 @@ def project_jit(volume, origin, spacing, views, *, height, width, batch_size=163
   """`project`, compiled once per (volume shape, N, H, W); the usual entry point."""
   return project(volume, origin, spacing, views, height=height, width=width,
                  batch_size=batch_size)
+
+
+def system_matrix(dims: tuple[int, int, int], origin: jnp.ndarray, spacing: jnp.ndarray,
+                  views: Views, *, height: int, width: int) -> jnp.ndarray:
+  """The projector as a dense matrix, for small volumes (e.g. the coarse label grid).
+
+  Args:
+    dims: volume shape (X, Y, Z), static.
+    origin, spacing: the volume grid, as in `project`.
+    views: `Views` with leading shape [N].
+    height, width: detector shape (static).
+
+  Returns:
+    A: float32 [N, H * W, X * Y * Z] with project(vol)[n].ravel() == A[n] @ vol.ravel(); pixels
+    and voxels in row-major (C) order.
+  """
+  padded_dims = tuple(d + sum(_PAD) for d in dims)
+  strides = np.array([padded_dims[1] * padded_dims[2], padded_dims[2], 1], np.int32)
+  spacing = jnp.asarray(spacing, jnp.float32)
+  origin = jnp.asarray(origin, jnp.float32)
+  targets = views.pixel_centers(height, width)
+  n = targets.shape[0]
+  sources = jnp.broadcast_to(views.source[:, None, None, :], targets.shape).reshape(-1, 3)
+  s_idx = (sources - origin) / spacing
+  q_idx = (targets.reshape(-1, 3) - origin) / spacing
+  idx, w = jax.vmap(functools.partial(ray_samples, dims, strides, spacing))(s_idx, q_idx)
+  rows = jnp.broadcast_to(jnp.arange(idx.shape[0])[:, None, None], idx.shape)
+  a = jnp.zeros((idx.shape[0], int(np.prod(padded_dims))), jnp.float32)
+  a = a.at[rows, idx].add(w)
+  a = a.reshape((n * height * width,) + padded_dims)
+  lo = _PAD[0]
+  a = a[:, lo:lo + dims[0], lo:lo + dims[1], lo:lo + dims[2]]
+  return a.reshape(n, height * width, -1)

@@ -4,6 +4,7 @@ The config names its job (`config.job`); any field can be overridden with `--con
 Configs are locked: a mistyped override is an error that lists the valid fields.
 """
 
+import importlib.util
 import os
 import sys
 
@@ -24,6 +25,44 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs and check
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _load_config_file(spec: str):
+  """Loads `path[:arg]` the way --config does, for error messages."""
+  path, _, arg = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location("_jaxcorr_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)
+
+
+def _explain_override(argv) -> str:
+  """Names the first `--config.a.b` override that is not a field, with the valid fields there."""
+  spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  if spec is None:
+    return ""
+  config = _load_config_file(spec)
+  for arg in argv:
+    if not arg.startswith("--config."):
+      continue
+    node, done = config, []
+    for key in arg[len("--config."):].split("=", 1)[0].split("."):
+      if not hasattr(node, "keys") or key not in node:
+        where = "config" + "".join(f".{k}" for k in done)
+        valid = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(not a section)"
+        return f"--config.{'.'.join(done + [key])} is not a field of {where}; valid fields: {valid}"
+      node, done = node[key], done + [key]
+  return ""
+
+
+def _parse_flags(argv):
+  """absl's flag parsing, with a readable error for a mistyped config override."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError, flags.Error) as e:
+    message = _explain_override(argv) or str(e)
+    sys.stderr.write(f"FATAL flags error: {message}\n")
+    sys.exit(2)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -34,4 +73,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -179,3 +179,13 @@ def test_batched_over_volumes_with_vmap():
   vols = jnp.stack([jnp.asarray(vol), 2 * jnp.asarray(vol)])
   out = jax.vmap(lambda v: drr.project(v, origin, np.ones(3), views, height=16, width=20))(vols)
   np.testing.assert_allclose(np.asarray(out[1]), 2 * np.asarray(out[0]), rtol=1e-5)
+
+
+def test_system_matrix_reproduces_the_projector():
+  vol, origin, views = _small_case(n=10)
+  vol = vol[:, :7, :]  # non-cubic
+  a = drr.system_matrix(vol.shape, origin, np.ones(3), views, height=16, width=20)
+  assert a.shape == (2, 16 * 20, vol.size)
+  img = drr.project_jit(jnp.asarray(vol), origin, np.ones(3), views, height=16, width=20)
+  np.testing.assert_allclose(np.asarray(a @ vol.ravel()).reshape(2, 16, 20), np.asarray(img),
+                             rtol=1e-5, atol=1e-5)

@@ -14,6 +14,7 @@ from jaxcorr.ct import Volume, io, phantoms, preprocess
 CHOICES = {
     "intensity.model": ("bone_sigmoid", "attenuation"),
     "drr.dtype": ("float32", "bfloat16"),
+    "geometry.orbit": ("rtk", "patient"),
     "ct.phantom": phantoms.KINDS + ("random",),
 }
 
@@ -53,8 +54,9 @@ def load_volume(ct_config) -> Volume:
   Returns a Volume resampled to `ct.size`^3, isotropic, the whole CT kept (air-padded to the
   cube of its largest extent) and centred on `ct.isocenter`.
   """
+  window = tuple(ct_config.hu_window)
   if ct_config.path:
-    vol = io.load_ct(ct_config.path, max_voxels=ct_config.max_voxels)
+    vol = io.load_ct(ct_config.path, max_voxels=ct_config.max_voxels, hu_window=window)
   else:
     kind = check_choice("ct.phantom", ct_config.phantom)
     if kind == "random":
@@ -63,7 +65,7 @@ def load_volume(ct_config) -> Volume:
       vol = phantoms.make_phantom(kind, seed=ct_config.phantom_seed, size=ct_config.size)
     logging.info("no ct.path: using the synthetic %s phantom (seed %d)", kind,
                  ct_config.phantom_seed)
-  vol = vol.replace(data=io.clean_hu(vol.data, window=tuple(ct_config.hu_window)))
+    vol = vol.replace(data=io.clean_hu(vol.data, window=window))
   return preprocess.to_cube(vol, size=ct_config.size, isocenter=tuple(ct_config.isocenter))
 
 
@@ -98,8 +100,10 @@ def make_views(geometry_config, volume: Volume) -> tuple[geometry.Views, tuple[i
       sid=g.sid, sdd=g.sdd, gantry_angles=np.asarray(g.angles, np.float32),
       out_of_plane_angles=g.out_of_plane, in_plane_angles=g.in_plane,
       source_offset=tuple(g.source_offset), projection_offset=tuple(g.projection_offset),
-      detector_size=(height, width), pixel_spacing=spacing,
-      volume_translation=tuple(g.translation))
+      detector_size=(height, width), pixel_spacing=spacing)
+  # Orbit rotation first, then the volume translation, which is in world coordinates.
+  rotation = geometry.LPS_FROM_IEC if check_choice("geometry.orbit", g.orbit) == "patient" else None
+  views = geometry.transform_views(views, rotation, -np.asarray(g.translation, np.float32))
   return views, (height, width)
 
 

@@ -1,0 +1,91 @@
+"""DRR throughput: jaxcorr's Joseph kernel side by side with ITK-RTK's, in one run.
+
+  python -m jaxcorr.benchmarks.drr [--ct=PATH] [--size=256] [--detector=256] [--views=2,32]
+
+Renders a real CT (default: the Visible Human pelvis from ../shared/data, else a phantom),
+resampled to size^3 as the render job does, onto a detector^2 detector, and prints the median
+seconds per view and views/s of each projector for each batch of views, and the ratio
+(RTK time / jaxcorr time: above 1 means jaxcorr is faster). Results go to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from jaxcorr import drr, geometry, rtk
+from jaxcorr.ct import io, phantoms, preprocess
+
+_DEFAULT_CT = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "ct",
+                           "visible_human_male_pelvis_hands.nii.gz")
+_CT = flags.DEFINE_string("ct", _DEFAULT_CT, "CT file or DICOM folder; a phantom if missing.")
+_SIZE = flags.DEFINE_integer("size", 256, "Volume edge after resampling, voxels.")
+_DET = flags.DEFINE_integer("detector", 256, "Detector edge, pixels.")
+_VIEWS = flags.DEFINE_list("views", ["2", "32"], "Numbers of views rendered per call.")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repetitions (median reported).")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Volume dtype.")
+
+
+def _median_seconds(fn, repeats):
+  fn()  # warm-up (compilation)
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times)
+
+
+def main(argv):
+  del argv
+  if os.path.exists(_CT.value):
+    vol = io.load_ct(_CT.value)
+    name = os.path.basename(_CT.value)
+  else:
+    vol = phantoms.make_phantom("knee", seed=0, size=_SIZE.value)
+    name = "knee phantom (no CT found)"
+  vol = vol.replace(data=io.clean_hu(vol.data))
+  vol = preprocess.to_cube(vol, size=_SIZE.value)
+  mu = preprocess.attenuation(vol.data)
+  det = _DET.value
+  sid, sdd = 1000.0, 1500.0
+  spacing = geometry.fit_pixel_spacing(float(vol.extent.max()), sid=sid, sdd=sdd,
+                                       detector_size=(det, det))
+  dev_vol = jnp.asarray(mu, _DTYPE.value)
+  rows = []
+  for n in (int(v) for v in _VIEWS.value):
+    angles = np.linspace(0.0, 180.0, n, endpoint=False)
+    views = geometry.circular_views(sid=sid, sdd=sdd, gantry_angles=angles,
+                                    detector_size=(det, det), pixel_spacing=spacing)
+    run = lambda: jax.block_until_ready(drr.project_jit(
+        dev_vol, vol.origin, vol.spacing, views, height=det, width=det))
+    t_jax = _median_seconds(run, _REPEATS.value) / n
+    t_rtk = float("nan")
+    if rtk.available():
+      img = rtk.volume_image(mu, vol.origin, vol.spacing)
+      geo = rtk.circular_geometry(sid=sid, sdd=sdd, gantry_angles=angles)
+      t_rtk = _median_seconds(lambda: rtk.joseph_project(
+          img, geo, detector_size=(det, det), pixel_spacing=spacing), _REPEATS.value) / n
+    rows.append((n, t_jax, t_rtk))
+  device = jax.devices()[0]
+  print(f"DRR benchmark: {name} -> {_SIZE.value}^3 ({_DTYPE.value}), {det}^2 detector, "
+        f"{device.platform} ({device.device_kind}), {os.cpu_count()} CPUs, "
+        f"{platform.processor() or platform.machine()}")
+  print(f"| views/call | jaxcorr s/view | jaxcorr views/s | RTK Joseph s/view | RTK views/s "
+        f"| ratio RTK/jaxcorr |")
+  print("|---|---|---|---|---|---|")
+  for n, tj, tr in rows:
+    print(f"| {n} | {tj:.4f} | {1 / tj:.1f} | {tr:.4f} | {1 / tr:.1f} | {tr / tj:.2f} |")
+  if not rtk.available():
+    print("ITK-RTK not installed (pip install itk-rtk): its columns are empty.")
+
+
+if __name__ == "__main__":
+  app.run(main)
