@@ -1,0 +1,38 @@
+"""Every config file and preset loads, names a known job, and its choices are valid."""
+
+import importlib.util
+import pathlib
+
+import pytest
+
+from jaxcorr import jobs
+from jaxcorr.jobs import common
+
+CONFIGS = sorted(p for p in (pathlib.Path(__file__).parents[1] / "configs").glob("*.py")
+                 if p.name != "common.py")
+
+
+def _load(path):
+  spec = importlib.util.spec_from_file_location(path.stem, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_preset_loads_and_names_a_job(path):
+  module = _load(path)
+  assert module.__doc__ and "python -m jaxcorr.main" in module.__doc__
+  for preset in module.PRESETS:
+    config = module.get_config(preset)
+    assert config.job in jobs.JOBS
+    for field in common.CHOICES:
+      section, key = field.split(".")
+      if section in config and key in config[section]:
+        common.check_choice(field, config[section][key])
+
+
+def test_unknown_preset_lists_the_allowed_ones():
+  module = _load(next(p for p in CONFIGS if p.name == "render.py"))
+  with pytest.raises(ValueError, match="allowed presets: default, tiny"):
+    module.get_config("huge")
