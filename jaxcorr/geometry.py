@@ -346,10 +346,13 @@ def fit_pixel_spacing(extent_mm: float, sid: float, sdd: float,
     detector_size: (H, W) pixels.
 
   Returns:
-    Pixel spacing in mm (a Python float).
+    Pixel spacing in mm: a Python float for scalar arguments, else an array (e.g. per view, or
+    traced under jit, where the containment check cannot run).
   """
   rho = extent_mm * math.sqrt(3) / 2
-  if rho >= sid:
+  scalars = all(isinstance(x, (int, float)) for x in (extent_mm, sid, sdd))
+  if scalars and rho >= sid:
     raise ValueError(f"a cube of edge {extent_mm} mm contains the source (sid = {sid} mm)")
-  radius = sdd * rho / math.sqrt(sid ** 2 - rho ** 2)
-  return 2 * radius / min(detector_size)
+  radius = sdd * rho / jnp.sqrt(jnp.asarray(sid, jnp.float32) ** 2 - rho ** 2)
+  spacing = 2 * radius / min(detector_size)
+  return float(spacing) if scalars else spacing
