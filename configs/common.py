@@ -87,3 +87,60 @@ def drr():
       dtype="float32",     # volume storage on the device: float32 | bfloat16
       batch_size=16384,    # rays per chunk
   ))
+
+
+def views(n_views=2, detector=256):
+  """Sampled training views (`config.views`): `data.sampler.ViewSampler` + framing + rejection."""
+  return ml_collections.ConfigDict(dict(
+      n_views=n_views,
+      gantry_modes=(0.0, 90.0, 180.0, 270.0),   # first rotation axis: nominal angles, deg
+      gantry_probs=(0.4, 0.3, 0.2, 0.1),        # ... and their probabilities
+      gantry_spread=10.0,                       # Gaussian std around the nominal, deg
+      out_of_plane_nominal=0.0,                 # second rotation axis, deg
+      out_of_plane_spread=5.0,
+      sid_range=(1000.0, 1100.0),               # source to isocentre, mm
+      idd_range=(800.0, 1200.0),                # isocentre to detector, mm
+      max_translation=50.0,                     # volume translation, +- mm per axis
+      detector_size=(detector, detector),
+      fov_scale=1.0,       # 1 fits the whole cube at every angle; < 1 zooms in (crops)
+      orbit="rtk",         # 'rtk' | 'patient', as geometry.orbit
+      min_coverage=0.02,   # reject a sample whose view sees anatomy on fewer patches than this
+      max_tries=10,        # redraws before the last draw is kept anyway
+  ))
+
+
+def labels(patch=16):
+  """Correspondence labels (`config.labels`); see jaxcorr/labels.py."""
+  return ml_collections.ConfigDict(dict(
+      patch=patch,              # patch size k in pixels (and the volume pooling factor)
+      pooling="mean",           # 'mean' | 'max'
+      threshold=0.1,            # coarse voxels with weight <= threshold are air
+      method="sparse",          # 'sparse' (CPU) | 'dense' (accelerators)
+      intensity=intensity(x0=850.0),  # the paper's correspondence bone map
+  ))
+
+
+def data(phantoms=8):
+  """Where samples come from (`config.data`)."""
+  return ml_collections.ConfigDict(dict(
+      mode="on_the_fly",        # 'on_the_fly' (render in the input path) | 'offline' (shards)
+      shards="",                # offline: a generate job's workdir
+      phantoms=phantoms,        # without ct.path: this many seeded synthetic phantoms
+      split_mm=0.0,             # split CTs longer than this along z (0 = never)
+      splits=(0.8, 0.1, 0.1),   # train/validation/test fractions, by volume
+      threads=2,                # Grain read threads
+      prefetch=4,               # Grain prefetch buffer (batches)
+      volume_dtype="float32",   # bank images on the device: float32 | bfloat16
+  ))
+
+
+def augment():
+  """Training augmentations (`config.augment`)."""
+  return ml_collections.ConfigDict(dict(
+      radiometric=ml_collections.ConfigDict(dict(
+          enabled=True, p_invert=0.5, brightness=0.1, contrast=0.2, max_gamma=1.5,
+          max_noise=0.02)),
+      geometric=ml_collections.ConfigDict(dict(
+          enabled=True, p_flip=0.5, p_rot90=0.5, p_shift=0.5, max_shift=2, p_crop=0.25,
+          min_crop=0.5, p_cutout=0.25, max_cutout=0.5)),
+  ))

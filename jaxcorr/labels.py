@@ -37,9 +37,10 @@ Y', Z') voxels, so the system matrix has at most S nonzeros per row), the same n
             outside the footprint; the tile's own min when it covers the grid). C_ij is then a
             scatter-max of w_v tile_i(v) (x) tile_j(v) at the two anchors: window^4 products per
             voxel, over the voxels above the threshold only (the same while loop). Exact, with
-            no truncation, when every footprint fits; when one does not, the sample's labels
-            are NaN and (check=True) a host callback raises a ValueError
-            naming the needed window (`footprint_span` computes it). At the paper's geometry
+            no truncation, when the footprint of every voxel above the threshold fits; when one
+            does not, the sample's labels are NaN and (check=True) a host callback raises a
+            ValueError naming the needed window (`footprint_span` bounds it for any weights).
+            At the paper's geometry
             (256^3 CT, 16^3 grid, 256^2 detector fitted with `fit_pixel_spacing`, sid 1000 mm,
             sdd 1500 mm) a coarse voxel's support (+-1 voxel around it, Joseph's bilinear reach)
             projects onto ~1.0-1.3 patch pitches, so footprints span at most 2 patches and most

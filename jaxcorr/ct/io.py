@@ -116,7 +116,7 @@ def iter_ct_folder(folder_or_list, *, on_error="raise", max_voxels=None,
     raise ValueError(f"on_error={on_error!r} is not one of the allowed values: "
                      f"{', '.join(ON_ERROR)}")
   # Checked here, at the call, rather than at the first next().
-  paths = _list_cts(folder_or_list)
+  paths = list_cts(folder_or_list)
   return _iter_cts(paths, on_error, max_voxels, hu_window, [] if skipped is None else skipped)
 
 
@@ -137,7 +137,7 @@ def _iter_cts(paths, on_error, max_voxels, hu_window, skipped):
   return skipped
 
 
-def _list_cts(folder_or_list) -> list[pathlib.Path]:
+def list_cts(folder_or_list) -> list[pathlib.Path]:
   """NIfTI files and subfolders of a folder (others are logged), or the given list."""
   if isinstance(folder_or_list, (str, pathlib.Path)):
     folder = pathlib.Path(folder_or_list)

@@ -8,6 +8,7 @@ import importlib
 
 JOBS = {
     "render": "jaxcorr.jobs.render",
+    "generate": "jaxcorr.jobs.generate",
 }
 
 

@@ -1,0 +1,37 @@
+"""Offline dataset generation: CTs -> ArrayRecord shards of views and correspondence labels.
+
+  python -m jaxcorr.main --config=configs/generate.py --workdir=/data/jaxcorr_ds \
+      --config.ct.path=/data/cts --config.generate.samples_per_volume=1200
+      The paper's scale (175 CTs, 207,600 samples); see docs/benchmarks.md for the projected
+      hours. Resumable: run the same command again after a kill.
+  python -m jaxcorr.main --config=configs/generate.py:tiny --workdir=/tmp/ds
+      8 synthetic phantoms at 64^3, 64^2 views, 4 samples each: ~30 s on a 2-core CPU.
+Train on the result with configs/pretrain.py --config.data.mode=offline --config.data.shards=DIR.
+"""
+
+import ml_collections
+
+from configs import common
+
+PRESETS = ("default", "tiny")
+
+
+def get_config(arg=None):
+  preset = common.parse_preset(arg, PRESETS)
+  tiny = preset == "tiny"
+  size = 64 if tiny else 256
+  config = ml_collections.ConfigDict()
+  config.job = "generate"
+  config.seed = 0
+  config.ct = common.ct(size=size)
+  config.ct.phantom = "random"
+  config.intensity = common.intensity()
+  config.views = common.views(detector=size)
+  config.labels = common.labels()
+  config.data = common.data(phantoms=8 if tiny else 64)
+  config.generate = ml_collections.ConfigDict(dict(
+      samples_per_volume=4 if tiny else 64,
+      render_batch=4 if tiny else 8,     # samples rendered per device call
+      views_dtype="float16",             # float16 | uint16
+  ))
+  return config

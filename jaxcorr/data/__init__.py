@@ -1,0 +1,1 @@
+"""Training data: view sampling, CT volume banks, sample rendering, offline shards, Grain."""

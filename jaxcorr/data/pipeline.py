@@ -1,0 +1,141 @@
+"""The Grain input pipeline: recipes or offline records -> augmented, sharded global batches.
+
+Chain (per process; `make_dataset`):
+
+  source      on_the_fly: the bank's volume indices        offline: ArrayRecord shards
+  .seed(seed).shuffle().repeat()                          (an endless, epoch-reshuffled stream)
+  .random_map  on_the_fly: `RecipeMaker` draws the views   offline: decode + draw an aug seed
+  [process_index::process_count]                           (each host reads its own slice)
+  .batch(per-process batch, drop_remainder=True)
+  .to_iter_dataset(ReadOptions(threads, prefetch))
+
+Randomness comes only from the rng Grain hands to `random_map` (a function of the seed and the
+record's position), so the same seed gives the same batches whatever the number of threads.
+The host part yields NumPy dicts; `DeviceBatches` finishes them on the accelerator in one
+jitted function: rendering (on_the_fly), per-view normalisation, radiometric and geometric
+augmentation, then assembles global arrays over the mesh's data axis
+(`jax.make_array_from_process_local_data`).
+
+Batch (global, B = config.batch_size):
+  views   float32 [B, N, H, W, 1] in [0, 1]
+  corr    float32 [B, P, L, L]    labels in [0, 1]
+  pairs   int32   [P, 2]          (i, j) of each pair, i < j
+  volume  int32   [B]             bank index (on_the_fly) or -1 (offline)
+and `DeviceBatches.rejected`, the running count of redrawn samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import glob
+import os
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcorr import augment, labels
+from jaxcorr.data import radiometric, records, samples
+
+MODES = ("on_the_fly", "offline")
+
+
+@dataclasses.dataclass(frozen=True)
+class Augment:
+  """Augmentation switches and ranges (`config.augment`)."""
+
+  radiometric: radiometric.Radiometric | None = radiometric.Radiometric()
+  geometric: tuple = ()   # keyword arguments of augment.random_geometric as (name, value) pairs
+
+  @property
+  def geometric_kwargs(self) -> dict:
+    return dict(self.geometric)
+
+
+def _offline_record(record: bytes, rng: np.random.Generator) -> dict:
+  sample = records.decode(record)
+  return {"views": sample["views"], "corr": sample["corr"], "volume": np.int32(-1),
+          "seed": np.uint32(rng.integers(0, 2 ** 32, dtype=np.uint64)), "rejected": np.int32(0)}
+
+
+def shard_paths(folder: str, split: str) -> list[str]:
+  """The complete shards of one split written by the generate job (sorted)."""
+  paths = sorted(glob.glob(os.path.join(folder, split, "*.array_record")))
+  if not paths:
+    raise FileNotFoundError(f"no complete shards in {os.path.join(folder, split)}: run "
+                            "configs/generate.py first or set data.mode='on_the_fly'")
+  return paths
+
+
+def make_dataset(*, mode: str, seed: int, batch_size: int, recipe_maker=None,
+                 n_volumes: int = 0, shards=(), threads: int = 2, prefetch: int = 4,
+                 process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
+  """The host part of the pipeline (see the module docstring); yields NumPy batches."""
+  if mode not in MODES:
+    raise ValueError(f"data.mode={mode!r}; allowed: {', '.join(MODES)}")
+  if batch_size % process_count:
+    raise ValueError(f"batch_size={batch_size} is not divisible by {process_count} processes")
+  if mode == "on_the_fly":
+    ds = grain.MapDataset.range(n_volumes).map(lambda i: {"volume": i})
+    transform = recipe_maker
+  else:
+    ds = grain.MapDataset.source(grain.sources.ArrayRecordDataSource(list(shards)))
+    transform = _offline_record
+  ds = ds.seed(seed).shuffle().repeat().random_map(transform)
+  ds = ds[process_index::process_count]
+  ds = ds.batch(batch_size // process_count, drop_remainder=True)
+  return ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=prefetch))
+
+
+@functools.partial(jax.jit, static_argnames=("framing", "threshold", "augmentation", "render"))
+def finish_batch(bank, batch, *, framing, threshold, augmentation: Augment, render: bool):
+  """Device part: render (on_the_fly), normalise, augment. Returns the batch dict."""
+  if render:
+    views, corr = samples.render_batch(bank, {k: batch[k] for k in samples.RECIPE_KEYS},
+                                       framing=framing, threshold=threshold)
+  else:
+    views, corr = batch["views"], batch["corr"]
+  views = radiometric.normalize(views)
+  keys = jax.vmap(jax.random.key)(batch["seed"])
+  k_rad, k_geo = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+  if augmentation.radiometric is not None:
+    views = jax.vmap(augmentation.radiometric)(views, k_rad)
+  if augmentation.geometric:
+    fn = functools.partial(augment.random_geometric, k=framing.patch,
+                           **augmentation.geometric_kwargs)
+    views, corr = jax.vmap(fn)(views, corr, k_geo)
+  n = views.shape[1]
+  return {"views": views[..., None], "corr": corr,
+          "pairs": jnp.asarray(labels.pair_indices(n), jnp.int32), "volume": batch["volume"]}
+
+
+class DeviceBatches:
+  """Iterator of finished global batches; its state is the Grain iterator's (checkpointable)."""
+
+  def __init__(self, dataset: grain.IterDataset, *, bank=None, framing, threshold: float,
+               augmentation: Augment, render: bool, sharding=None):
+    self._iter = iter(dataset)
+    self._bank = bank
+    self._kw = dict(framing=framing, threshold=threshold, augmentation=augmentation,
+                    render=render)
+    self._sharding = sharding
+    self.rejected = 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    host = next(self._iter)
+    self.rejected += int(np.sum(host["rejected"]))
+    if self._sharding is not None:
+      host = {k: jax.make_array_from_process_local_data(self._sharding, np.asarray(v))
+              for k, v in host.items()}
+    return finish_batch(self._bank, host, **self._kw)
+
+  def get_state(self):
+    return self._iter.get_state()
+
+  def set_state(self, state) -> None:
+    self._iter.set_state(state)

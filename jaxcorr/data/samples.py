@@ -1,0 +1,133 @@
+"""Training samples: host-side recipes (volume + view parameters + seed) and their rendering.
+
+A sample is made in two steps so that the expensive one can run on the accelerator:
+
+  recipe (host, NumPy, in Grain's `random_map` with its per-record rng)
+      volume      int32 []      index into the `VolumeBank`
+      gantry, out_of_plane, sid, sdd   float32 [N]   view parameters (`ViewSampler`)
+      translation float32 [3]   volume translation, mm
+      seed        uint32 []     seeds every later random choice (augmentations)
+      rejected    int32 []      views drawn and rejected for seeing mostly air (logged)
+  rendering (JAX, jitted, vmapped over the batch; `render_batch`)
+      views       float32 [B, N, H, W]   DRR line integrals
+      corr        float32 [B, P, L, L]   correspondence labels, pairs in `labels.pair_indices`
+
+Rejection: a view is kept when the anatomy (the coarse voxels above the label threshold)
+projects onto at least `min_coverage` of its patches; otherwise the whole sample is redrawn,
+at most `max_tries` times (the last draw is kept and counted).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcorr import drr, geometry, labels
+from jaxcorr.data import sampler as sampler_lib
+
+RECIPE_KEYS = ("volume", "gantry", "out_of_plane", "sid", "sdd", "translation", "seed", "rejected")
+
+
+@dataclasses.dataclass(frozen=True)
+class Framing:
+  """How a sample's views are framed; fields are `config.views` / `config.labels` keys."""
+
+  detector_size: tuple[int, int] = (256, 256)
+  patch: int = 16
+  fov_scale: float = 1.0
+  orbit: str = "rtk"
+
+
+def _views(params, extent, framing: Framing) -> geometry.Views:
+  return sampler_lib.views_from_params(params, extent_mm=extent,
+                                       detector_size=tuple(framing.detector_size),
+                                       fov_scale=framing.fov_scale, orbit=framing.orbit)
+
+
+@functools.partial(jax.jit, static_argnames=("framing",))
+def _coverage(points, count, params, extent, framing: Framing):
+  """Fraction of each view's patches hit by the first `count` anatomy points, [N]."""
+  views = _views(params, extent, framing)
+  h = framing.detector_size[0] // framing.patch
+  w = framing.detector_size[1] // framing.patch
+  mats = geometry.views_to_matrices(geometry.coarsen(views, framing.patch))   # [N, 3, 4]
+  hom = jnp.concatenate([points, jnp.ones_like(points[:, :1])], -1)            # [A, 4]
+  p = jnp.einsum("nij,aj->nai", mats, hom)
+  col = jnp.round(p[..., 0] / p[..., 2]).astype(jnp.int32)
+  row = jnp.round(p[..., 1] / p[..., 2]).astype(jnp.int32)
+  ok = ((jnp.arange(points.shape[0]) < count)[None] & (p[..., 2] > 0)
+        & (row >= 0) & (row < h) & (col >= 0) & (col < w))
+  flat = jnp.where(ok, row * w + col, h * w)
+  hit = jax.vmap(lambda f: jnp.zeros(h * w + 1, bool).at[f].set(True)[:-1])(flat)
+  return hit.mean(axis=-1)
+
+
+class RecipeMaker:
+  """Grain `random_map` transform: {'volume': i} + rng -> a recipe (see the module docstring)."""
+
+  def __init__(self, view_sampler: sampler_lib.ViewSampler, anatomy: list, extent: np.ndarray,
+               framing: Framing, *, min_coverage: float = 0.02, max_tries: int = 10):
+    self.sampler = view_sampler
+    self.framing = framing
+    self.extent = np.asarray(extent, np.float32)
+    self.min_coverage = min_coverage
+    self.max_tries = max(1, int(max_tries))
+    # Anatomy points padded to one size, so the coverage check compiles once.
+    size = max(1, max(len(a) for a in anatomy))
+    size = 1 << (size - 1).bit_length()
+    self.points = np.zeros((len(anatomy), size, 3), np.float32)
+    self.counts = np.zeros(len(anatomy), np.int32)
+    for i, a in enumerate(anatomy):
+      self.points[i, :len(a)] = a
+      self.counts[i] = len(a)
+
+  def coverage(self, volume: int, params: dict) -> np.ndarray:
+    with jax.default_device(jax.devices("cpu")[0]):
+      return np.asarray(_coverage(self.points[volume], self.counts[volume], params,
+                                  self.extent[volume], self.framing))
+
+  def __call__(self, record, rng: np.random.Generator) -> dict:
+    volume = int(record["volume"] if isinstance(record, dict) else record)
+    for tries in range(self.max_tries):
+      params = self.sampler.sample(rng)
+      if self.min_coverage <= 0 or self.coverage(volume, params).min() >= self.min_coverage:
+        break
+    return {"volume": np.int32(volume), **params,
+            "seed": np.uint32(rng.integers(0, 2 ** 32, dtype=np.uint64)),
+            "rejected": np.int32(tries)}
+
+
+def render_one(bank: dict, recipe: dict, *, framing: Framing, threshold: float,
+               label_method: str = "sparse") -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Renders one recipe from the device-resident bank: (views [N, H, W], corr [P, L, L])."""
+  i = recipe["volume"]
+  params = {k: recipe[k] for k in ("gantry", "out_of_plane", "sid", "sdd", "translation")}
+  views = _views(params, bank["extent"][i], framing)
+  h, w = framing.detector_size
+  images = drr.project(bank["images"][i], bank["origin"][i], bank["spacing"][i], views,
+                       height=h, width=w)
+  c_origin, c_spacing = labels.coarse_grid(bank["origin"][i], bank["spacing"][i], framing.patch)
+  corr = labels.correspondence(bank["weights"][i], c_origin, c_spacing, views, height=h,
+                               width=w, k=framing.patch, threshold=threshold,
+                               method=label_method)
+  return images, corr
+
+
+@functools.partial(jax.jit, static_argnames=("framing", "threshold", "label_method"))
+def render_batch(bank: dict, recipes: dict, *, framing: Framing, threshold: float,
+                 label_method: str = "sparse") -> tuple[jnp.ndarray, jnp.ndarray]:
+  """`render_one` vmapped over a batch of recipes: views [B, N, H, W], corr [B, P, L, L]."""
+  fn = functools.partial(render_one, framing=framing, threshold=threshold,
+                         label_method=label_method)
+  return jax.vmap(lambda r: fn(bank, r))(recipes)
+
+
+def bank_arrays(bank, dtype=jnp.float32) -> dict:
+  """The bank's arrays as device arrays (images in `dtype`), ready for `render_batch`."""
+  return {"images": jnp.asarray(bank.images, dtype), "weights": jnp.asarray(bank.weights),
+          "origin": jnp.asarray(bank.origin), "spacing": jnp.asarray(bank.spacing),
+          "extent": jnp.asarray(bank.extent)}

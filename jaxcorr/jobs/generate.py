@@ -1,0 +1,119 @@
+"""The `generate` job: CT volumes -> ArrayRecord shards of (views, correspondence) samples.
+
+Layout of the workdir:
+  splits.json                 volume -> split assignment (by volume), reused on resume
+  <split>/<NNNNN>.array_record   one shard per volume (all its z chunks), `samples_per_volume`
+                              samples per chunk; written under a temporary name and renamed,
+                              so an existing shard is complete
+  manifest.json               counts per split, rejections, the config and the code version
+  config.json
+
+Resumable: shards that exist are skipped, so a killed run continues where it stopped. The next
+volume is loaded and preprocessed in a background thread while the current one renders
+(parallel over volumes, at most two volumes in memory).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import subprocess
+import time
+
+import jax
+import numpy as np
+from absl import logging
+
+import jaxcorr
+from jaxcorr.data import records, samples, volumes
+from jaxcorr.jobs import common, data
+
+
+def _code_version() -> str:
+  try:
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                         cwd=os.path.dirname(__file__), timeout=10, check=False).stdout.strip()
+  except OSError:
+    rev = ""
+  return f"jaxcorr {jaxcorr.__version__}" + (f" ({rev})" if rev else "")
+
+
+def _render_volume(bank, config, seed: int) -> tuple[list[bytes], int]:
+  """Renders `samples_per_volume` samples of every chunk of one volume; returns records."""
+  maker = data.recipe_maker(config, bank)
+  frame = data.framing(config)
+  dev = samples.bank_arrays(bank, config.data.volume_dtype)
+  out, rejected = [], 0
+  per = config.generate.samples_per_volume
+  bsz = config.generate.render_batch
+  for chunk in range(len(bank)):
+    rng = np.random.default_rng([config.seed, seed, chunk])
+    recipes = [maker({"volume": chunk}, rng) for _ in range(per)]
+    rejected += sum(int(r["rejected"]) for r in recipes)
+    for start in range(0, per, bsz):
+      part = recipes[start:start + bsz]
+      part = part + [part[-1]] * (bsz - len(part))  # static batch shape; extras dropped
+      stacked = {k: np.stack([r[k] for r in part]) for k in samples.RECIPE_KEYS}
+      views, corr = samples.render_batch(dev, stacked, framing=frame,
+                                         threshold=config.labels.threshold,
+                                         label_method=config.labels.method)
+      views, corr = np.asarray(views), np.asarray(corr)
+      for i, r in enumerate(recipes[start:start + bsz]):
+        if not (np.all(np.isfinite(views[i])) and np.all(np.isfinite(corr[i]))):
+          raise FloatingPointError(f"{bank.names[chunk]}: non-finite sample (a label footprint "
+                                   "wider than the sparse window?); set labels.method='dense'")
+        record = {"views": views[i], "corr": corr[i], "volume": bank.names[chunk],
+                  **{k: r[k] for k in ("gantry", "out_of_plane", "sid", "sdd", "translation",
+                                       "seed")}}
+        out.append(records.encode(record, config.generate.views_dtype))
+  return out, rejected
+
+
+def run(config, workdir: str) -> None:
+  common.prepare_workdir(config, workdir)
+  assignment = data.splits(config, workdir)
+  todo = []
+  for split in data.SPLITS:
+    os.makedirs(os.path.join(workdir, split), exist_ok=True)
+    for name in assignment[split]:
+      index = sorted(n for part in assignment.values() for n in part).index(name)
+      shard = os.path.join(workdir, split, f"{index:05d}.array_record")
+      if not os.path.exists(shard):
+        todo.append((split, name, index, shard))
+  total = sum(len(v) for v in assignment.values())
+  logging.info("%d volumes, %d shards to write (%d already complete)", total, len(todo),
+               total - len(todo))
+  done_samples, rejected, t0 = 0, 0, time.perf_counter()
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    load = lambda item: pool.submit(data.build_bank, [item[1]], config)
+    future = load(todo[0]) if todo else None
+    for n, item in enumerate(todo):
+      bank = future.result()
+      future = load(todo[n + 1]) if n + 1 < len(todo) else None
+      recs, rej = _render_volume(bank, config, item[2])
+      records.write_shard(item[3], recs)
+      done_samples += len(recs)
+      rejected += rej
+      rate = done_samples / (time.perf_counter() - t0)
+      left = (len(todo) - n - 1) * len(recs) / max(rate, 1e-9)
+      logging.info("[%d/%d] %s -> %s: %d samples, %.1f samples/s, ETA %.0f s", n + 1, len(todo),
+                   item[1], item[3], len(recs), rate, left)
+  _write_manifest(config, workdir, assignment, rejected)
+
+
+def _write_manifest(config, workdir, assignment, rejected) -> None:
+  from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
+  counts = {}
+  for split in data.SPLITS:
+    folder = os.path.join(workdir, split)
+    n = 0
+    for f in sorted(os.listdir(folder)):
+      if f.endswith(".array_record"):
+        reader = array_record_module.ArrayRecordReader(os.path.join(folder, f))
+        n += reader.num_records()
+        reader.close()
+    counts[split] = {"volumes": len(assignment[split]), "samples": n}
+  common.write_json(os.path.join(workdir, "manifest.json"), {
+      "counts": counts, "rejected_this_run": rejected, "code_version": _code_version(),
+      "devices": [str(d) for d in jax.devices()], "config": config.to_dict()})
+  logging.info("manifest: %s", counts)
