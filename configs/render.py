@@ -1,7 +1,9 @@
 """Render DRRs of one CT (or of the built-in phantom) into the workdir.
 
 Writes `drr.npy` (float32 [N, H, W] line integrals, rows/columns in RTK's projection order),
-`drr_<n>.png` previews, `geometry.json` and `config.json`.
+`drr_<n>.png` previews, `corr.npy` (float32 [P, L, L] correspondence labels, patches flattened
+row-major as in drr.npy, pairs (0,1), (0,2), ..., (1,2), ...), `corr_<i>_<j>.png` (views i and
+j side by side, query patches and their bands), `geometry.json` and `config.json`.
 
 Commands (2-core CPU figures; a GPU is far faster):
   python -m jaxcorr.main --config=configs/render.py --workdir=/tmp/render
@@ -29,5 +31,7 @@ def get_config(arg=None):
   config.intensity = common.intensity()
   config.geometry = common.geometry(detector=size)
   config.drr = common.drr()
+  config.labels = common.labels()
+  config.labels.enabled = True   # write corr.npy and the correspondence pictures
   config.png = True
   return config

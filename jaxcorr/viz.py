@@ -42,13 +42,13 @@ _COLOURS = ((255, 64, 64), (64, 200, 255), (255, 200, 0), (120, 255, 120), (255,
 def pick_queries(corr: np.ndarray, grid: tuple[int, int], n: int = 4) -> list[int]:
   """Up to `n` query patches of view i with strong correspondences, spread over the image.
 
-  Greedy: take the patch whose best match is strongest, then the next strongest at least a
-  quarter of the grid away from those already taken.
+  Greedy: take the patch whose best match is strongest, then the next strongest at least an
+  eighth of the grid away from those already taken.
   """
   h, w = grid
   strength = np.asarray(corr).max(axis=1)
   order = np.argsort(-strength, kind="stable")
-  min_dist = max(h, w) / 4
+  min_dist = max(h, w) / 8
   picked = []
   for a in order:
     if strength[a] <= 0 or len(picked) == n:

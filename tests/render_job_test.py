@@ -38,6 +38,10 @@ def test_render_writes_drrs_previews_and_geometry(tmp_path):
   p = mats @ np.array([0.0, 0.0, 0.0, 1.0])
   np.testing.assert_allclose(p[:, :2] / p[:, 2:], [[31.5, 23.5]] * 2, atol=1e-3)
   assert json.loads((tmp_path / "config.json").read_text())["job"] == "render"
+  # Correspondence labels of the pair: [1, L, L] with L = (48 / 16) * (64 / 16) patches.
+  corr = np.load(tmp_path / "corr.npy")
+  assert corr.shape == (1, 12, 12) and 0 <= corr.min() and 0.1 < corr.max() <= 1
+  assert (tmp_path / "corr_0_1.png").stat().st_size > 1000
 
 
 def test_patient_orbit_and_translation_move_the_image(tmp_path):
@@ -60,7 +64,7 @@ def test_patient_orbit_and_translation_move_the_image(tmp_path):
 def test_bad_choices_list_the_allowed_values(tmp_path):
   with pytest.raises(ValueError, match="bone_sigmoid, attenuation"):
     jobs.run(_tiny(**{"intensity.model": "sigmoid"}), str(tmp_path))
-  with pytest.raises(ValueError, match="allowed: render"):
+  with pytest.raises(ValueError, match="allowed: .*render"):
     jobs.run(_tiny(job="rendr"), str(tmp_path))
   with pytest.raises(ValueError, match="sdd > sid"):
     jobs.run(_tiny(**{"geometry.sdd": 500.0}), str(tmp_path))

@@ -1,8 +1,10 @@
 """The `render` job: DRRs of one CT (or the built-in phantom) for the views of the config.
 
 Outputs in the workdir: `drr.npy` (float32 [N, H, W] line integrals of the configured intensity,
-rows and columns in RTK's projection array order), `drr_<n>.png` previews, `geometry.json`
-(the parameters and the [N, 3, 4] pixel-index projection matrices), `config.json`.
+rows and columns in RTK's projection array order), `drr_<n>.png` previews, `corr.npy` (float32
+[P, L, L] correspondence labels, `labels.pair_indices` order, patches row-major as in drr.npy)
+with `corr_<i>_<j>.png` pictures, `geometry.json` (the parameters and the [N, 3, 4] pixel-index
+projection matrices), `config.json`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from jaxcorr import drr, geometry, viz
+from jaxcorr import drr, geometry, labels, viz
 from jaxcorr.jobs import common
 
 
@@ -41,7 +43,27 @@ def run(config, workdir: str) -> None:
     for n, image in enumerate(images):
       viz.save_radiograph(os.path.join(workdir, f"drr_{n}.png"), image,
                           _caption(config.geometry, n, vol.source))
+  if config.labels.enabled:
+    _write_labels(config, workdir, vol, views, images)
   logging.info("wrote %s", workdir)
+
+
+def _write_labels(config, workdir, vol, views, images) -> None:
+  lab = config.labels
+  weights = common.intensity_volume(vol.data, lab.intensity)
+  height, width = images.shape[1:]
+  corr = labels.correspondence_from_volume(
+      weights, vol.origin, vol.spacing, views, height=height, width=width, k=lab.patch,
+      pooling=lab.pooling, threshold=lab.threshold, method=lab.method)
+  corr = np.asarray(corr)
+  common.atomic_save_npy(os.path.join(workdir, "corr.npy"), corr.astype(np.float32))
+  if config.png:
+    for p, (i, j) in enumerate(labels.pair_indices(len(images))):
+      fig = viz.correspondence_figure(
+          images[i], images[j], corr[p], lab.patch,
+          caption=f"views {i} -> {j}: outlined patches of view {i}, their correspondences in "
+                  f"view {j}\n(colour strength = C, patch {lab.patch} px)")
+      fig.save(os.path.join(workdir, f"corr_{i}_{j}.png"))
 
 
 def _caption(g, n: int, source: str) -> str:
