@@ -144,3 +144,29 @@ def augment():
           enabled=True, p_flip=0.5, p_rot90=0.5, p_shift=0.5, max_shift=2, p_crop=0.25,
           min_crop=0.5, p_cutout=0.25, max_cutout=0.5)),
   ))
+
+
+def training(steps, learning_rate=1e-4, batch_size=16):
+  """Top-level training fields plus `optim`, `mesh`, `ckpt` blocks for the one loop."""
+  return dict(
+      steps=steps,
+      batch_size=batch_size,        # global batch (all devices and hosts)
+      log_every=max(1, min(50, steps // 10)),
+      eval_every=max(1, steps // 4),
+      stop_after_step=0,            # > 0: stop cleanly after this step (time-boxed runs)
+      optim=ml_collections.ConfigDict(dict(
+          learning_rate=learning_rate,  # paper: 1e-4 pretraining, 1e-5 fine-tuning
+          warmup_steps=0,
+          end_fraction=0.0,         # cosine decays to this fraction of the peak
+          clip_norm=0.0,            # > 0: clip the global gradient norm
+          b1=0.9, b2=0.999,
+      )),
+      mesh=ml_collections.ConfigDict(dict(
+          num_devices=0,            # 0 = every device of every host
+          fsdp=False,               # shard large parameters over the data axis
+          distributed=False,        # call jax.distributed.initialize() (multi-host)
+      )),
+      ckpt=ml_collections.ConfigDict(dict(
+          every=max(1, steps // 4), keep=3, keep_best=1, best_metric="ap",
+      )),
+  )

@@ -1,0 +1,105 @@
+"""The one training loop, shared by every task.
+
+  state = init (jit, out_shardings over the mesh) or the latest checkpoint (+ data state)
+  for step in [start, config.steps):
+      state, metrics = train_step(state, batch, root_key)     (jitted once, state donated)
+      every log_every: metrics -> JSONL + TensorBoard; progress line (steps/s, loss, ETA)
+      every eval_every and at the end: task.evaluate -> writers; checkpoint (latest + best)
+      every ckpt_every: checkpoint
+A non-finite loss stops the run with the step number. Randomness: one root key from
+`config.seed`, folded with the step inside the step.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+
+from jaxcorr.train import checkpoint, sharding, state as state_lib, writers
+
+
+def _train_step(task, tx, state, batch, root_key):
+  rng = jax.random.fold_in(root_key, state.step)
+  grad_fn = jax.value_and_grad(functools.partial(task.loss_fn, train=True), has_aux=True)
+  (loss, (metrics, model_state)), grads = grad_fn(state.params, state.model_state, batch, rng)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
+  return state.replace(step=state.step + 1, params=params, model_state=model_state,
+                       opt_state=opt_state), metrics
+
+
+def init_state(task, tx, mesh, *, seed: int, fsdp: bool = False):
+  """The initial TrainState, created directly with its shardings; returns (state, shardings)."""
+  spec = task.batch_spec()
+
+  def init_fn(rng):
+    batch = {k: jnp.zeros(v.shape, v.dtype) for k, v in spec.items()}
+    variables = dict(task.init_variables(rng, batch))
+    params = variables.pop("params")
+    return state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                                model_state=variables, opt_state=tx.init(params))
+
+  key = jax.random.key(seed)
+  abstract = jax.eval_shape(init_fn, key)
+  shardings = sharding.param_shardings(abstract, mesh, fsdp=fsdp)
+  return jax.jit(init_fn, out_shardings=shardings)(key), shardings
+
+
+def train_and_evaluate(config, workdir: str, task, mesh) -> dict:
+  """Trains `task` for config.steps steps; returns the last evaluation's metrics."""
+  tx = state_lib.make_optimizer(config.optim, config.steps)
+  state, shardings = init_state(task, tx, mesh, seed=config.seed, fsdp=config.mesh.fsdp)
+  n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
+  logging.info("%s parameters on a mesh of %d devices", f"{n_params:,}", mesh.size)
+  ckpt = checkpoint.Checkpoints(workdir, keep=config.ckpt.keep, keep_best=config.ckpt.keep_best,
+                                best_metric=config.ckpt.best_metric)
+  batches = task.train_batches()
+  restored = ckpt.restore_latest(checkpoint.abstract_like(state))
+  if restored is not None:
+    state, data_state, start = restored
+    batches.set_state(data_state)
+    logging.info("resuming from step %d (checkpoint found in %s)", start, workdir)
+  else:
+    start = 0
+  step_fn = jax.jit(functools.partial(_train_step, task, tx), donate_argnums=(0,),
+                    out_shardings=(shardings, sharding.replicated(mesh)))
+  root_key = jax.random.key(config.seed + 1)
+  writer = writers.MetricWriter(workdir, enabled=jax.process_index() == 0)
+  sums, count, t_last, step_last = {}, 0, time.perf_counter(), start
+  last_eval = {}
+  stop = config.stop_after_step or config.steps
+  for step in range(start + 1, min(config.steps, stop) + 1):
+    state, metrics = step_fn(state, next(batches), root_key)
+    for k, v in metrics.items():
+      sums[k] = sums.get(k, 0.0) + v
+    count += 1
+    if step % config.log_every == 0 or step == config.steps:
+      means = {k: float(v) / count for k, v in sums.items()}
+      if not np.isfinite(means["loss"]):
+        raise FloatingPointError(f"non-finite loss {means['loss']} at step {step}; stopping")
+      rate = (step - step_last) / (time.perf_counter() - t_last)
+      rejected = getattr(batches, "rejected", 0)
+      writer.write(step, {**{f"train/{k}": v for k, v in means.items()},
+                          "train/steps_per_s": rate, "train/rejected_samples": rejected})
+      logging.info("step %d/%d  loss %.5f  %.2f steps/s  ETA %.0f s", step, config.steps,
+                   means["loss"], rate, (config.steps - step) / max(rate, 1e-9))
+      sums, count, t_last, step_last = {}, 0, time.perf_counter(), step
+    if step % config.eval_every == 0 or step == config.steps:
+      last_eval = task.evaluate(state.params, state.model_state)
+      writer.write(step, {f"eval/{k}": v for k, v in last_eval.items()})
+      logging.info("eval at step %d: %s", step,
+                   ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
+      ckpt.save(step, state, batches.get_state(), last_eval)
+    elif step % config.ckpt.every == 0 or step == stop:
+      ckpt.save(step, state, batches.get_state())
+  ckpt.wait()
+  ckpt.close()
+  writer.close()
+  return last_eval

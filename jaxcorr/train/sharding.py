@@ -1,0 +1,47 @@
+"""Device mesh and shardings: data parallel over every device of every host, optional FSDP.
+
+The mesh has one axis, 'data'. Batches are split along their leading axis over it. Parameters
+are replicated, or with `fsdp=True` each array at least `fsdp_min_size` elements large is split
+along its largest dimension divisible by the number of devices (ZeRO-3 style; XLA inserts the
+all-gathers). On several hosts call `jax.distributed.initialize()` first (main does, when asked).
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+
+def make_mesh(num_devices: int = 0) -> Mesh:
+  """A 1-D 'data' mesh over the first `num_devices` devices (0 = all)."""
+  devices = jax.devices()
+  n = num_devices or len(devices)
+  if n > len(devices):
+    raise ValueError(f"mesh.num_devices={n} but only {len(devices)} devices are visible")
+  return Mesh(np.asarray(devices[:n]), ("data",))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P("data"))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def param_shardings(abstract_tree, mesh: Mesh, *, fsdp: bool = False, fsdp_min_size: int = 2 ** 18):
+  """NamedShardings for a pytree of ShapeDtypeStructs (replicated, or FSDP as above)."""
+  n = mesh.shape["data"]
+
+  def rule(x):
+    if not fsdp or n == 1 or np.prod(x.shape) < fsdp_min_size:
+      return replicated(mesh)
+    dims = [d for d in np.argsort(x.shape)[::-1] if x.shape[d] % n == 0]
+    if not dims:
+      return replicated(mesh)
+    spec = [None] * len(x.shape)
+    spec[dims[0]] = "data"
+    return NamedSharding(mesh, P(*spec))
+
+  return jax.tree.map(rule, abstract_tree)

@@ -1,0 +1,117 @@
+"""Metric writers: a JSON-lines file and TensorBoard event files, without TensorFlow.
+
+TensorBoard reads `events.out.tfevents.*` files: TFRecords (length, masked CRC32C of the
+length, payload, masked CRC32C of the payload) whose payloads are `Event` protocol buffers.
+Scalars need three messages, encoded here by hand:
+
+  Event   { double wall_time = 1; int64 step = 2; string file_version = 3; Summary summary = 5; }
+  Summary { repeated Value value = 1; }
+  Value   { string tag = 1; float simple_value = 2; }
+
+Only process 0 writes (the caller checks `jax.process_index()`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import time
+
+import numpy as np
+
+
+def _crc32c_table() -> list[int]:
+  table = []
+  for n in range(256):
+    c = n
+    for _ in range(8):
+      c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+    table.append(c)
+  return table
+
+
+_TABLE = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+  """CRC-32C (Castagnoli), as TFRecord uses."""
+  c = 0xFFFFFFFF
+  for b in data:
+    c = _TABLE[(c ^ b) & 0xFF] ^ (c >> 8)
+  return c ^ 0xFFFFFFFF
+
+
+def _masked_crc(data: bytes) -> int:
+  c = crc32c(data)
+  return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _varint(n: int) -> bytes:
+  out = bytearray()
+  n &= (1 << 64) - 1
+  while True:
+    b = n & 0x7F
+    n >>= 7
+    if n:
+      out.append(b | 0x80)
+    else:
+      out.append(b)
+      return bytes(out)
+
+
+def _field(number: int, wire: int, payload: bytes) -> bytes:
+  return _varint(number << 3 | wire) + payload
+
+
+def _bytes_field(number: int, data: bytes) -> bytes:
+  return _field(number, 2, _varint(len(data)) + data)
+
+
+def encode_event(step: int, wall_time: float, scalars: dict | None = None,
+                 file_version: str | None = None) -> bytes:
+  """One `Event` message with scalar summaries (or the file-version header)."""
+  msg = _field(1, 1, struct.pack("<d", wall_time)) + _field(2, 0, _varint(int(step)))
+  if file_version is not None:
+    msg += _bytes_field(3, file_version.encode())
+  if scalars:
+    summary = b"".join(
+        _bytes_field(1, _bytes_field(1, tag.encode()) + _field(2, 5, struct.pack("<f", float(v))))
+        for tag, v in scalars.items())
+    msg += _bytes_field(5, summary)
+  return msg
+
+
+def tfrecord(payload: bytes) -> bytes:
+  header = struct.pack("<Q", len(payload))
+  return (header + struct.pack("<I", _masked_crc(header)) + payload
+          + struct.pack("<I", _masked_crc(payload)))
+
+
+class MetricWriter:
+  """Writes scalars to `<workdir>/metrics.jsonl` and TensorBoard events in `<workdir>/tb/`."""
+
+  def __init__(self, workdir: str, enabled: bool = True):
+    self.enabled = enabled
+    if not enabled:
+      return
+    os.makedirs(os.path.join(workdir, "tb"), exist_ok=True)
+    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}"
+    self._events = open(os.path.join(workdir, "tb", name), "ab")
+    self._events.write(tfrecord(encode_event(0, time.time(), file_version="brain.Event:2")))
+
+  def write(self, step: int, scalars: dict) -> None:
+    if not self.enabled:
+      return
+    clean = {k: float(np.asarray(v)) for k, v in scalars.items()}
+    self._jsonl.write(json.dumps({"step": int(step), "time": time.time(), **clean}) + "\n")
+    self._jsonl.flush()
+    self._events.write(tfrecord(encode_event(step, time.time(), clean)))
+    self._events.flush()
+
+  def close(self) -> None:
+    if self.enabled:
+      self._jsonl.close()
+      self._events.close()

@@ -1,0 +1,132 @@
+"""The training loop on a toy task: learning, exact resume, non-finite stop, 1 vs 8 devices."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from conftest import REPO
+from jaxcorr.train import loop, sharding, task as task_lib
+
+sys.path.insert(0, str(REPO))
+from configs import common  # pylint: disable=wrong-import-position
+
+
+class Counter:
+  """A deterministic batch stream y = x . w_true with a JSON state."""
+
+  def __init__(self, batch=8, scale=1.0, nan_at=None):
+    self.i, self.batch, self.scale, self.nan_at = 0, batch, scale, nan_at
+
+  def __next__(self):
+    rng = np.random.default_rng(self.i)
+    x = rng.normal(size=(self.batch, 4)).astype(np.float32)
+    y = x @ np.array([1.0, -2.0, 0.5, 3.0], np.float32) * self.scale
+    if self.nan_at is not None and self.i >= self.nan_at:
+      y = y * np.nan
+    self.i += 1
+    return {"x": jnp.asarray(x), "y": jnp.asarray(y)}
+
+  def get_state(self):
+    return {"i": self.i}
+
+  def set_state(self, state):
+    self.i = state["i"]
+
+
+class LinearTask(task_lib.Task):
+  def __init__(self, **kw):
+    self.kw = kw
+
+  def batch_spec(self):
+    return {"x": jax.ShapeDtypeStruct((8, 4), jnp.float32), "y": jax.ShapeDtypeStruct((8,), jnp.float32)}
+
+  def init_variables(self, rng, batch):
+    return {"params": {"w": jax.random.normal(rng, (4,)) * 0.1}}
+
+  def loss_fn(self, params, model_state, batch, rng, *, train=True):
+    pred = batch["x"] @ params["w"]
+    return jnp.mean((pred - batch["y"]) ** 2), ({}, model_state)
+
+  def train_batches(self):
+    return Counter(**self.kw)
+
+  def evaluate(self, params, model_state):
+    err = float(jnp.sum((params["w"] - jnp.array([1.0, -2.0, 0.5, 3.0])) ** 2))
+    return {"ap": -err, "w_err": err}
+
+
+def _config(steps=8, **overrides):
+  config = ml_collections.ConfigDict(common.training(steps, learning_rate=0.3, batch_size=8))
+  config.seed = 0
+  config.log_every = 1
+  config.eval_every = 4
+  config.ckpt.every = 2
+  config.update_from_flattened_dict(overrides)
+  return config
+
+
+def test_learns_and_writes_metrics(tmp_path):
+  result = loop.train_and_evaluate(_config(steps=100), str(tmp_path), LinearTask(),
+                                   sharding.make_mesh(1))
+  assert result["w_err"] < 0.05
+  lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  losses = [l["train/loss"] for l in lines if "train/loss" in l]
+  assert losses[-1] < 0.05 * losses[0]
+  assert any("eval/ap" in l for l in lines) and list((tmp_path / "tb").iterdir())
+  assert "100" in os.listdir(tmp_path / "checkpoints")
+
+
+def test_resume_after_a_stop_gives_the_same_params(tmp_path):
+  mesh = sharding.make_mesh(1)
+  loop.train_and_evaluate(_config(), str(tmp_path / "a"), LinearTask(), mesh)
+  loop.train_and_evaluate(_config(stop_after_step=3), str(tmp_path / "b"), LinearTask(), mesh)
+  assert "3" in os.listdir(tmp_path / "b" / "checkpoints")
+  loop.train_and_evaluate(_config(), str(tmp_path / "b"), LinearTask(), mesh)
+  from jaxcorr.train import checkpoint  # pylint: disable=import-outside-toplevel
+  params = []
+  for run in ("a", "b"):
+    ck = checkpoint.Checkpoints(str(tmp_path / run))
+    step = ck.latest.latest_step()
+    assert step == 8
+    state, data_state = ck.restore_raw()
+    assert data_state == {"i": 8}
+    params.append(np.asarray(state["params"]["w"]))
+    ck.close()
+  np.testing.assert_array_equal(params[0], params[1])
+
+
+def test_non_finite_loss_stops_with_the_step(tmp_path):
+  with pytest.raises(FloatingPointError, match="at step 3"):
+    loop.train_and_evaluate(_config(), str(tmp_path), LinearTask(nan_at=2), sharding.make_mesh(1))
+
+
+def test_one_and_eight_devices_give_the_same_loss(tmp_path):
+  script = textwrap.dedent(f"""
+      import json, sys
+      sys.path.insert(0, {str(REPO / 'tests')!r}); sys.path.insert(0, {str(REPO)!r})
+      import jax
+      from train_loop_test import LinearTask, _config
+      from jaxcorr.train import loop, sharding
+      out = {{}}
+      for n in (1, 8):
+        loop.train_and_evaluate(_config(steps=4, **{{"mesh.fsdp": n == 8}}),
+                                sys.argv[1] + f"/{{n}}", LinearTask(), sharding.make_mesh(n))
+        out[n] = [json.loads(l)["train/loss"] for l in open(sys.argv[1] + f"/{{n}}/metrics.jsonl")
+                  if "train/loss" in l]
+      print(json.dumps(out))
+  """)
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+         "JAX_PLATFORMS": "cpu"}
+  res = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
+                       text=True, env=env, timeout=300)
+  assert res.returncode == 0, res.stderr[-3000:]
+  out = json.loads(res.stdout.strip().splitlines()[-1])
+  np.testing.assert_allclose(out["1"], out["8"], rtol=1e-5)
