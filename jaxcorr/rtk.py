@@ -1,13 +1,16 @@
 """Optional bridge to ITK-RTK (`pip install itk-rtk`), the projector the paper's authors use.
 
 Used by tests and benchmarks to run RTK's JosephForwardProjectionImageFilter on exactly the
-volume and views jaxcorr renders, so the two can be compared side by side. Nothing in the
-training or rendering path imports it.
+volume and views jaxcorr renders, so the two can be compared side by side, and to build the
+correspondence labels the authors' way (`correspondence_loop`: one RTK projection per coarse
+voxel). Nothing in the training or rendering path imports it.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from jaxcorr import labels
 
 
 def available() -> bool:
@@ -78,3 +81,49 @@ def joseph_project(volume_img, geometry, *, detector_size, pixel_spacing, detect
   proj.SetGeometry(geometry)
   proj.Update()
   return np.asarray(itk.array_from_image(proj.GetOutput()), np.float32).copy()
+
+
+def correspondence_loop(weights, coarse_origin, coarse_spacing, geometry, *, patch_grid,
+                        patch_spacing, threshold=labels.DEFAULT_THRESHOLD,
+                        voxels=None) -> np.ndarray:
+  """The authors' label loop: one RTK Joseph projection per coarse voxel.
+
+  Each voxel v of `voxels` is set to 1 in an otherwise empty coarse image and projected onto the
+  patch grid of every view; voxels with weight above the threshold then add w_v p_i^v (p_j^v)^T
+  to a running max, p min-max normalised as in `jaxcorr.labels` (whose module docstring defines
+  C). Voxels at or below the threshold are still projected, as the authors do, but add nothing.
+
+  Args:
+    weights: [X', Y', Z'] pooled weights (`labels.pool_weights`), NumPy.
+    coarse_origin, coarse_spacing: (3,) their grid (`labels.coarse_grid`), mm.
+    geometry: an RTK geometry (`circular_geometry`) of N views.
+    patch_grid: (h, w) patches per view (the detector size / k).
+    patch_spacing: (row, column) patch pitch in mm (k times the pixel spacing), or a scalar; the
+      grid is centred on the detector, as `geometry.coarsen` of a centred detector.
+    threshold: voxels with weight <= threshold add nothing.
+    voxels: the (i, j, k) voxels to project; default all of them.
+
+  Returns:
+    float32 [P, L, L] in `labels.pair_indices` order, L = h * w.
+  """
+  itk = _itk()
+  weights = np.asarray(weights, np.float32)
+  h, w = (int(s) for s in patch_grid)
+  image = volume_image(np.zeros(weights.shape, np.float32), coarse_origin, coarse_spacing)
+  buffer = itk.array_view_from_image(image)  # [Z, Y, X] view of the image's memory
+  n = len(geometry.GetGantryAngles())
+  pairs = labels.pair_indices(n)
+  out = np.zeros((len(pairs), h * w, h * w), np.float32)
+  for v in np.ndindex(*weights.shape) if voxels is None else voxels:
+    buffer[v[2], v[1], v[0]] = 1.0
+    image.Modified()
+    p = joseph_project(image, geometry, detector_size=(h, w),
+                       pixel_spacing=patch_spacing).reshape(n, -1)
+    buffer[v[2], v[1], v[0]] = 0.0
+    if weights[v] <= threshold:
+      continue
+    lo, hi = p.min(axis=1, keepdims=True), p.max(axis=1, keepdims=True)
+    p = np.where(hi > lo, (p - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0)
+    for q, (i, j) in enumerate(pairs):
+      np.maximum(out[q], weights[v] * np.outer(p[i], p[j]), out=out[q])
+  return out

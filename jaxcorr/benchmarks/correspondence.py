@@ -89,33 +89,14 @@ def _masked(weights, voxels):
 
 
 def _rtk_loop(weights, c_origin, c_spacing, n_views, pixel_spacing, threshold):
-  """The per-voxel ITK-RTK loop as a function of the voxels it runs on."""
-  import itk  # pylint: disable=import-outside-toplevel
-  det, k = _DET.value, _K.value
-  h = w = det // k
-  image = rtk.volume_image(np.zeros(weights.shape, np.float32), c_origin, c_spacing)
-  buffer = itk.array_view_from_image(image)  # [Z, Y, X] view of the image's memory
+  """The per-voxel ITK-RTK loop (`rtk.correspondence_loop`) as a function of its voxels."""
+  k = _K.value
+  h = _DET.value // k
   angles = np.linspace(0.0, 180.0, n_views, endpoint=False)
   geo = rtk.circular_geometry(sid=_SID, sdd=_SDD, gantry_angles=angles)
-  pairs = labels.pair_indices(n_views)
-
-  def run(voxels):
-    out = np.zeros((len(pairs), h * w, h * w), np.float32)
-    for v in voxels:
-      buffer[v[2], v[1], v[0]] = 1.0
-      image.Modified()
-      p = rtk.joseph_project(image, geo, detector_size=(h, w),
-                             pixel_spacing=k * pixel_spacing).reshape(n_views, -1)
-      buffer[v[2], v[1], v[0]] = 0.0
-      if weights[v] <= threshold:
-        continue
-      lo, hi = p.min(axis=1, keepdims=True), p.max(axis=1, keepdims=True)
-      p = np.where(hi > lo, (p - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0)
-      for q, (i, j) in enumerate(pairs):
-        np.maximum(out[q], weights[v] * np.outer(p[i], p[j]), out=out[q])
-    return out
-
-  return run
+  return lambda voxels: rtk.correspondence_loop(
+      weights, c_origin, c_spacing, geo, patch_grid=(h, h), patch_spacing=k * pixel_spacing,
+      threshold=threshold, voxels=voxels)
 
 
 def _load():
