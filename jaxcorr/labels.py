@@ -254,7 +254,7 @@ def _pairs_dense(a_hat, w_ext, pairs, chunk):
 
 
 def _raise_if_overflow(span, window):
-  span = int(np.max(span))
+  span = int(np.asarray(span).max())  # NumPy only: calling JAX inside a callback can deadlock
   if span:
     raise ValueError(f"A voxel's footprint spans {span} patches, more than window={window}: pass "
                      f"window >= {span} (see `footprint_span`) or method='dense'.")

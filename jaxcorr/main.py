@@ -68,6 +68,9 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   from jaxcorr import jobs  # pylint: disable=g-import-not-at-top  (keeps --help fast)
   config = _CONFIG.value
+  if "mesh" in config and config.mesh.distributed:
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.distributed.initialize()  # coordinator and process ids from the environment (TPU, SLURM)
   logging.info("job %s, workdir %s", config.job, _WORKDIR.value)
   jobs.run(config, _WORKDIR.value)
 

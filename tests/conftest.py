@@ -14,3 +14,14 @@ def shared_data():
   if not SHARED_DATA.is_dir():
     pytest.skip(f"real data folder {SHARED_DATA} is absent (see ../shared/data/MANIFEST.md)")
   return SHARED_DATA
+
+
+def pytest_configure(config):
+  """Share compiled XLA programs between the tests' many short jobs (they rebuild the same
+  jitted functions): a persistent compilation cache in a per-session folder."""
+  del config
+  import tempfile  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="jaxcorr_xla_cache_"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

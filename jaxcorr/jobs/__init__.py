@@ -9,6 +9,7 @@ import importlib
 JOBS = {
     "render": "jaxcorr.jobs.render",
     "generate": "jaxcorr.jobs.generate",
+    "pretrain": "jaxcorr.jobs.pretrain",
 }
 
 

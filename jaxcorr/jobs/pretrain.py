@@ -1,0 +1,17 @@
+"""The `pretrain` job: correspondence pretraining with the one training loop."""
+
+from __future__ import annotations
+
+from absl import logging
+
+from jaxcorr.jobs import common
+from jaxcorr.tasks import correspondence
+from jaxcorr.train import loop, sharding
+
+
+def run(config, workdir: str) -> None:
+  common.prepare_workdir(config, workdir)
+  mesh = sharding.make_mesh(config.mesh.num_devices)
+  task = correspondence.CorrespondenceTask(config, workdir, mesh)
+  result = loop.train_and_evaluate(config, workdir, task, mesh)
+  logging.info("final evaluation: %s", result)

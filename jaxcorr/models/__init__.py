@@ -1,0 +1,12 @@
+"""Models: ResNet / ViT backbones, the multi-view token encoder and the correspondence model.
+
+`CorrespondenceModel` (correspondence.py) is the pretraining model; `attention` holds the pure
+attention and RoPE functions; `convert` loads torchvision / timm checkpoints into the backbones.
+"""
+
+from jaxcorr.models.attention import dot_product_attention, linear_attention, rope_2d
+from jaxcorr.models.correspondence import (BACKBONES, HEADS, PRESETS, CorrespondenceModel,
+                                           correspondence_scores, from_preset)
+from jaxcorr.models.resnet import RESNETS, ResNet
+from jaxcorr.models.transformer import ATTENTIONS, Encoder
+from jaxcorr.models.vit import VITS, ViT

@@ -1,0 +1,154 @@
+"""The correspondence model: backbone -> 1x1 projection -> encoder over all views -> head.
+
+Input. views [B, N, H, W, 1] float in [0, 1] (grey X-rays / DRRs), H and W multiples of the
+backbone stride k (16). With `in_channels=3` the grey image is replicated to RGB and normalised
+with the backbone's per-channel statistics (ImageNet's for torchvision ResNets, 0.5 / 0.5 for
+timm ViTs), so pretrained weights see what they were trained on; with `in_channels=1` it is
+normalised with the mean of those statistics (and `convert` sums the RGB filters of the first
+conv, as timm does for grey inputs).
+
+Tokens. Each view's backbone grid h x w = (H / k) x (W / k) is flattened row-major into
+L = h * w tokens (patch a = r * w + c, as in `jaxcorr.labels`) and projected to d_model.
+Attention variants (`transformer.ATTENTIONS`) add a learned view embedding (view n gets row n of
+a [max_views, d_model] table) and use axial 2D RoPE on the patch coordinates, which are the same
+in every view; 'none' adds neither (tokens never interact).
+
+Head (`correspondence_scores`). For each pair (i, j) of `labels.pair_indices(N)`, in the order
+(0, 1), (0, 2), ..., (1, 2), ...: S_ij[a, b] = <t_i^a, t_j^b> / (|t_i^a| |t_j^b|), float32.
+  'cosine'          S in [-1, 1].
+  'cosine_squared'  max(S, 0)^2 in [0, 1]: clipped at 0 before squaring so that opposite tokens
+                    score 0 (no match), like the labels C >= 0; a plain square would score
+                    S = -1 as a perfect match. Squaring sharpens the scores near 1.
+Output: (corr [B, P, L, L] float32, aux {'tokens': [B, N, L, d_model] float32}); rows of
+corr[:, p] index view i's patches, columns view j's, so swapping two views transposes.
+
+Presets (`PRESETS`, `from_preset`) are data: 'paper' (ResNet-50 cut at stage 3 + 8 x 512
+transformer), 'paper_vit' (ViT-S/16 backbone), 'tiny' (CPU tests).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcorr.labels import pair_indices
+from jaxcorr.models import attention as attn_lib
+from jaxcorr.models import resnet as resnet_lib
+from jaxcorr.models import transformer
+from jaxcorr.models import vit as vit_lib
+
+Dtype = Any
+HEADS = ("cosine", "cosine_squared")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INCEPTION_MEAN = (0.5, 0.5, 0.5)
+INCEPTION_STD = (0.5, 0.5, 0.5)
+BACKBONES = tuple(resnet_lib.RESNETS) + tuple(vit_lib.VITS)
+
+PRESETS = {
+    "paper": dict(backbone="resnet50", d_model=512, n_layers=8, n_heads=8, mlp_dim=1024),
+    "paper_vit": dict(backbone="vit_s16", d_model=512, n_layers=8, n_heads=8, mlp_dim=1024),
+    "tiny": dict(backbone="resnet_tiny", d_model=64, n_layers=2, n_heads=4, mlp_dim=128),
+}
+
+
+def make_backbone(name: str, dtype: Dtype = jnp.float32, module_name: str = "backbone"):
+  """The backbone `name` (one of `BACKBONES`) and its input (mean, std) per RGB channel."""
+  transformer.check_choice(name, BACKBONES, "backbone")
+  if name in resnet_lib.RESNETS:
+    return resnet_lib.resnet(name, dtype=dtype, name=module_name), IMAGENET_MEAN, IMAGENET_STD
+  return vit_lib.vit(name, dtype=dtype, name=module_name), INCEPTION_MEAN, INCEPTION_STD
+
+
+def correspondence_scores(tokens: jnp.ndarray, head: str = "cosine",
+                          pairs: Optional[np.ndarray] = None) -> jnp.ndarray:
+  """Patch-to-patch similarities of every view pair.
+
+  Args:
+    tokens: [B, N, L, D] tokens.
+    head: 'cosine' (in [-1, 1]) or 'cosine_squared' (max(cos, 0)^2, in [0, 1]).
+    pairs: [P, 2] view pairs (default `labels.pair_indices(N)`).
+
+  Returns:
+    [B, P, L, L] float32; [b, p, a, c] compares patch a of view pairs[p, 0] with patch c of
+    view pairs[p, 1].
+  """
+  transformer.check_choice(head, HEADS, "head")
+  pairs = pair_indices(tokens.shape[1]) if pairs is None else np.asarray(pairs)
+  t = tokens.astype(jnp.float32)
+  t = t * jnp.reciprocal(jnp.sqrt(jnp.sum(t * t, axis=-1, keepdims=True)) + 1e-6)
+  scores = jnp.einsum("bpld,bpmd->bplm", t[:, pairs[:, 0]], t[:, pairs[:, 1]])
+  scores = jnp.clip(scores, -1.0, 1.0)
+  if head == "cosine_squared":
+    scores = jnp.square(jnp.maximum(scores, 0.0))
+  return scores
+
+
+class CorrespondenceModel(nn.Module):
+  """Patch correspondences between N X-ray views; see the module docstring."""
+  backbone: str = "resnet50"
+  d_model: int = 512
+  n_layers: int = 8
+  n_heads: int = 8
+  mlp_dim: int = 1024
+  attention: str = "transformer"
+  head: str = "cosine"
+  in_channels: int = 3
+  max_views: int = 8
+  rope_base: float = attn_lib.DEFAULT_ROPE_BASE
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, views, *, train: bool, bias=None):
+    """Correspondence scores of all view pairs.
+
+    Args:
+      views: [B, N, H, W, 1] float in [0, 1].
+      train: BatchNorm uses (and updates) batch statistics; apply with mutable=['batch_stats'].
+      bias: optional additive attention bias [B, n_heads, N*L, N*L] ('transformer' only).
+
+    Returns:
+      (corr [B, P, L, L] float32, aux {'tokens': [B, N, L, d_model] float32}).
+    """
+    transformer.check_choice(self.attention, transformer.ATTENTIONS, "attention")
+    transformer.check_choice(self.head, HEADS, "head")
+    transformer.check_choice(self.in_channels, (1, 3), "in_channels")
+    if views.ndim != 5 or views.shape[-1] != 1:
+      raise ValueError(f"views must be [B, N, H, W, 1], got shape {views.shape}.")
+    b, n, height, width, _ = views.shape
+    if n > self.max_views:
+      raise ValueError(f"{n} views exceed max_views={self.max_views}.")
+    backbone, mean, std = make_backbone(self.backbone, self.dtype)
+    if height % backbone.stride or width % backbone.stride:
+      raise ValueError(f"image size {height} x {width} is not a multiple of the backbone "
+                       f"stride {backbone.stride}.")
+    x = self._normalise(views.reshape(b * n, height, width, 1).astype(jnp.float32), mean, std)
+    features, _ = backbone(x.astype(self.dtype), train=train)
+    _, h, w, _ = features.shape
+    tokens = nn.Dense(self.d_model, dtype=self.dtype, name="proj")(features)
+    tokens = tokens.reshape(b, n, h * w, self.d_model)
+    if self.attention != "none":
+      view_embed = self.param("view_embed", nn.initializers.normal(0.02),
+                              (self.max_views, self.d_model), jnp.float32)
+      tokens = tokens + view_embed[None, :n, None, :].astype(tokens.dtype)
+    rows, cols = attn_lib.grid_positions(h, w)
+    tokens = transformer.Encoder(self.attention, self.n_layers, self.n_heads, self.mlp_dim,
+                                 rope_base=self.rope_base, dtype=self.dtype, name="encoder")(
+                                     tokens, rows, cols, bias=bias)
+    tokens = tokens.astype(jnp.float32)
+    return correspondence_scores(tokens, self.head), {"tokens": tokens}
+
+  def _normalise(self, grey, mean, std):
+    """[M, H, W, 1] in [0, 1] -> [M, H, W, in_channels] normalised."""
+    if self.in_channels == 3:
+      return (jnp.repeat(grey, 3, axis=-1) - jnp.asarray(mean)) / jnp.asarray(std)
+    return (grey - float(np.mean(mean))) / float(np.mean(std))
+
+
+def from_preset(name: str, **overrides) -> CorrespondenceModel:
+  """The model of preset `name` (one of `PRESETS`), with fields overridden by keyword."""
+  transformer.check_choice(name, tuple(PRESETS), "model preset")
+  return CorrespondenceModel(**{**PRESETS[name], **overrides})

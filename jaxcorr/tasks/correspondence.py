@@ -1,0 +1,131 @@
+"""Correspondence pretraining (paper, section 3.2): predict C between all view pairs, MSE loss.
+
+Data come from the volume bank of each split (`jaxcorr.jobs.data`) rendered on the fly, or from
+a generate job's shards (`data.mode='offline'`). The loss is the mean squared error between the
+predicted scores and the labels, optionally weighting the rare positive entries (C > 0.2) by
+`loss.pos_weight` (> 1 raises recall at the cost of precision; 1 is the paper's plain MSE).
+Evaluation runs the model (train=False) on a fixed set of validation samples (no augmentation,
+a fixed seed, `eval.batches` batches) and reports MSE, precision, recall and AP
+(`jaxcorr.metrics`).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from jaxcorr import labels, metrics
+from jaxcorr.data import pipeline, samples
+from jaxcorr.jobs import data
+from jaxcorr.models import correspondence as corr_model
+from jaxcorr.train import sharding, task as task_lib
+
+
+def build_model(model_config) -> corr_model.CorrespondenceModel:
+  """The model of `config.model` (its keys are CorrespondenceModel's fields)."""
+  fields = dict(model_config)
+  fields["dtype"] = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[fields["dtype"]]
+  return corr_model.CorrespondenceModel(**fields)
+
+
+def mse_loss(pred: jnp.ndarray, target: jnp.ndarray, pos_weight: float = 1.0) -> jnp.ndarray:
+  """Mean of w (pred - target)^2 with w = pos_weight on entries where target > 0.2, else 1."""
+  w = jnp.where(target > metrics.THRESHOLD, pos_weight, 1.0)
+  return jnp.mean(w * jnp.square(pred.astype(jnp.float32) - target))
+
+
+class CorrespondenceTask(task_lib.Task):
+  """The pretraining task."""
+
+  def __init__(self, config, workdir: str, mesh):
+    self.config = config
+    self.mesh = mesh
+    self.model = build_model(config.model)
+    self._batch_sharding = sharding.batch_sharding(mesh)
+    self._splits = data.splits(config, workdir) if config.data.mode == "on_the_fly" else None
+    self._banks = {}
+
+  # Data ------------------------------------------------------------------------------------
+
+  def _bank(self, split: str):
+    if split not in self._banks:
+      bank = data.build_bank(self._splits[split], self.config)
+      logging.info("%s bank: %d volumes of %s^3", split, len(bank), bank.images.shape[1])
+      dev = samples.bank_arrays(bank, self.config.data.volume_dtype)
+      dev = jax.device_put(dev, sharding.replicated(self.mesh))
+      self._banks[split] = (bank, dev)
+    return self._banks[split]
+
+  def _batches(self, split: str, *, seed: int, train: bool, batch_size: int):
+    c = self.config
+    common = dict(seed=seed, batch_size=batch_size, threads=c.data.threads,
+                  prefetch=c.data.prefetch, process_index=jax.process_index(),
+                  process_count=jax.process_count())
+    if c.data.mode == "offline":
+      ds = pipeline.make_dataset(mode="offline", shards=pipeline.shard_paths(c.data.shards, split),
+                                 **common)
+      bank, render = None, False
+    else:
+      host_bank, bank = self._bank(split)
+      ds = pipeline.make_dataset(mode="on_the_fly", recipe_maker=data.recipe_maker(c, host_bank),
+                                 n_volumes=len(host_bank), **common)
+      render = True
+    return pipeline.DeviceBatches(ds, bank=bank, framing=data.framing(c),
+                                  threshold=c.labels.threshold,
+                                  augmentation=data.augmentation(c, train), render=render,
+                                  sharding=self._batch_sharding)
+
+  def train_batches(self):
+    return self._batches("train", seed=self.config.seed, train=True,
+                         batch_size=self.config.batch_size)
+
+  def batch_spec(self) -> dict:
+    c = self.config
+    n = c.views.n_views
+    h, w = (int(s) for s in c.views.detector_size)
+    p = n * (n - 1) // 2
+    length = (h // c.labels.patch) * (w // c.labels.patch)
+    b = c.batch_size
+    return {"views": jax.ShapeDtypeStruct((b, n, h, w, 1), jnp.float32),
+            "corr": jax.ShapeDtypeStruct((b, p, length, length), jnp.float32)}
+
+  # Model -----------------------------------------------------------------------------------
+
+  def init_variables(self, rng, batch):
+    return self.model.init({"params": rng}, batch["views"], train=False)
+
+  def loss_fn(self, params, model_state, batch, rng, *, train=True):
+    del rng  # the model has no dropout
+    variables = {"params": params, **model_state}
+    (pred, _), new_state = self.model.apply(variables, batch["views"], train=train,
+                                            mutable=list(model_state.keys()))
+    loss = mse_loss(pred, batch["corr"], self.config.loss.pos_weight)
+    return loss, ({"mse": jnp.mean(jnp.square(pred - batch["corr"]))}, dict(new_state))
+
+  @functools.cached_property
+  def _predict(self):
+    def predict(params, model_state, views):
+      pred, _ = self.model.apply({"params": params, **model_state}, views, train=False)
+      return pred
+    return jax.jit(predict)
+
+  def predict(self, params, model_state, views):
+    return self._predict(params, model_state, views)
+
+  def evaluate(self, params, model_state, split: str = "validation") -> dict:
+    c = self.config
+    batches = self._batches(split, seed=c.eval.seed, train=False, batch_size=c.eval.batch_size)
+    m = metrics.CorrespondenceMetrics()
+    for _ in range(c.eval.batches):
+      batch = next(batches)
+      pred = self.predict(params, model_state, batch["views"])
+      m.update(np.asarray(pred), np.asarray(batch["corr"]))
+    return m.result()
+
+
+def pair_names(n: int) -> list[str]:
+  return [f"{i}-{j}" for i, j in labels.pair_indices(n)]

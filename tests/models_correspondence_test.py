@@ -1,0 +1,219 @@
+"""Tests for jaxcorr.models.correspondence and transformer: every attention variant and backbone
+on tiny inputs, the head, presets, dtypes, and the paper-size model on abstract shapes."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcorr import labels
+from jaxcorr.models import correspondence, transformer
+
+B, N, S = 2, 3, 64           # 3 views of 64 x 64 -> 4 x 4 = 16 tokens per view
+P = N * (N - 1) // 2
+L = (S // 16) ** 2
+
+
+def _views(seed=0, b=B, n=N, s=S):
+  return jax.random.uniform(jax.random.key(seed), (b, n, s, s, 1))
+
+
+def _random_variables(model, views, seed=0):
+  """Variables shaped as model.init's, filled from NumPy (jitted random init compiles slowly on
+  CPU); BatchNorm scales and variances are positive, so no block starts as the identity."""
+  shapes = jax.eval_shape(lambda v: model.init(jax.random.key(0), v, train=False), views)
+  rng = np.random.default_rng(seed)
+
+  def fill(path, leaf):
+    name = getattr(path[-1], "key", "")
+    if name in ("scale", "var"):
+      return jnp.asarray(rng.uniform(0.5, 1.5, leaf.shape), leaf.dtype)
+    fan_in = int(np.prod(leaf.shape[:-1])) if len(leaf.shape) > 1 else 10
+    return jnp.asarray(rng.standard_normal(leaf.shape) / np.sqrt(fan_in), leaf.dtype)
+
+  return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+@functools.lru_cache(maxsize=None)
+def _model_apply(**fields):
+  model = correspondence.from_preset("tiny", **fields)
+  return model, jax.jit(functools.partial(model.apply, train=False))
+
+
+def _run(views, seed=0, **fields):
+  model, apply = _model_apply(**fields)
+  variables = _random_variables(model, views, seed)
+  return apply(variables, views), variables
+
+
+def test_init_is_deterministic_and_float32():
+  # An 'rbg' key: jitted init with the default threefry key takes ~10 s to compile on CPU.
+  model = correspondence.from_preset("tiny", dtype=jnp.bfloat16)
+  init = jax.jit(functools.partial(model.init, train=False))
+  key = lambda seed: jax.random.key(seed, impl="rbg")
+  a, b = init(key(3), _views()), init(key(3), _views())
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(a))
+  c = init(key(4), _views())
+  assert not np.allclose(a["params"]["proj"]["kernel"], c["params"]["proj"]["kernel"])
+
+
+@pytest.mark.parametrize("attention", transformer.ATTENTIONS)
+def test_attention_variants_shapes(attention):
+  views = _views()
+  (corr, aux), variables = _run(views, attention=attention)
+  if attention != "none":
+    assert sorted(variables["params"]["encoder"])[:2] == ["layer_0", "layer_1"]
+  assert corr.shape == (B, P, L, L) and corr.dtype == jnp.float32
+  assert aux["tokens"].shape == (B, N, L, 64) and aux["tokens"].dtype == jnp.float32
+  assert np.all(np.isfinite(corr)) and np.all(np.abs(corr) <= 1.0)
+  assert ("view_embed" in variables["params"]) == (attention != "none")
+  assert ("encoder" in variables["params"]) == (attention != "none")
+
+
+def test_tokens_interact_across_views_only_with_attention():
+  views = np.asarray(_views())
+  changed = views.copy()
+  changed[:, 1] = 1.0 - changed[:, 1]
+  for attention, interacts in (("none", False), ("transformer", True), ("loftr", True)):
+    (_, a), _ = _run(jnp.asarray(views), attention=attention)
+    (_, b), _ = _run(jnp.asarray(changed), attention=attention)
+    assert np.allclose(a["tokens"][:, 0], b["tokens"][:, 0], atol=1e-5) != interacts, attention
+
+
+@pytest.mark.parametrize("backbone", ["resnet_tiny", "vit_test"])
+def test_backbones(backbone):
+  (corr, aux), variables = _run(_views(), backbone=backbone)
+  assert corr.shape == (B, P, L, L)
+  assert ("batch_stats" in variables) == (backbone == "resnet_tiny")
+
+
+def test_in_channels_one_and_three():
+  (c1, _), v1 = _run(_views(), in_channels=1)
+  (c3, _), v3 = _run(_views(), in_channels=3)
+  assert v1["params"]["backbone"]["conv1"]["kernel"].shape[2] == 1
+  assert v3["params"]["backbone"]["conv1"]["kernel"].shape[2] == 3
+  assert c1.shape == c3.shape
+
+
+def test_train_mode_updates_batch_stats():
+  model, _ = _model_apply()
+  views = _views()
+  variables = _random_variables(model, views)
+  apply = jax.jit(functools.partial(model.apply, train=True, mutable=["batch_stats"]))
+  (corr, _), updates = apply(variables, views)
+  assert corr.shape == (B, P, L, L)
+  old = variables["batch_stats"]["backbone"]["bn1"]["mean"]
+  assert not np.allclose(updates["batch_stats"]["backbone"]["bn1"]["mean"], old)
+
+
+def test_apply_deterministic():
+  (a, _), _ = _run(_views(), seed=3)
+  (b, _), _ = _run(_views(), seed=3)
+  np.testing.assert_array_equal(a, b)
+  (c, _), _ = _run(_views(), seed=4)
+  assert not np.allclose(a, c)
+
+
+def test_bfloat16_compute_gives_float32_outputs():
+  (corr, aux), variables = _run(_views(), dtype=jnp.bfloat16, head="cosine_squared")
+  assert corr.dtype == jnp.float32 and aux["tokens"].dtype == jnp.float32
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables["params"]))
+  (ref, _), _ = _run(_views())             # float32, 'cosine'
+  np.testing.assert_allclose(corr, np.maximum(ref, 0) ** 2, atol=0.15)
+
+
+def test_head_ranges_and_pair_order():
+  tokens = jax.random.normal(jax.random.key(0), (2, 4, 5, 8))
+  cos = np.asarray(correspondence.correspondence_scores(tokens, "cosine"))
+  sq = np.asarray(correspondence.correspondence_scores(tokens, "cosine_squared"))
+  assert cos.shape == (2, 6, 5, 5) and cos.min() >= -1 and cos.max() <= 1 and cos.min() < 0
+  assert sq.min() >= 0 and sq.max() <= 1
+  np.testing.assert_allclose(sq, np.maximum(cos, 0) ** 2, atol=1e-6)
+  t = np.asarray(tokens) / np.linalg.norm(tokens, axis=-1, keepdims=True)
+  for p, (i, j) in enumerate(labels.pair_indices(4)):
+    np.testing.assert_allclose(cos[:, p], np.einsum("bld,bmd->blm", t[:, i], t[:, j]), atol=1e-5)
+  # Same token in both views -> 1 on the diagonal.
+  same = correspondence.correspondence_scores(jnp.repeat(tokens[:, :1], 2, axis=1))
+  np.testing.assert_allclose(np.diagonal(same[:, 0], axis1=-2, axis2=-1), 1.0, atol=1e-5)
+
+
+def test_swapping_views_transposes():
+  tokens = jax.random.normal(jax.random.key(1), (1, 2, 6, 8))
+  a = correspondence.correspondence_scores(tokens, "cosine_squared")
+  b = correspondence.correspondence_scores(tokens[:, ::-1], "cosine_squared")
+  np.testing.assert_allclose(b[:, 0], np.swapaxes(a[:, 0], -1, -2), atol=1e-6)
+  # The whole model without attention (no view embedding) does the same.
+  views = _views()
+  (c, _), _ = _run(views, attention="none")
+  (d, _), _ = _run(views[:, np.array([1, 0, 2])], attention="none")
+  np.testing.assert_allclose(d[:, 0], np.swapaxes(c[:, 0], -1, -2), atol=1e-5)   # (0, 1)
+  np.testing.assert_allclose(d[:, 1], c[:, 2], atol=1e-5)                          # (0, 2)
+
+
+def test_attention_bias_hook():
+  model, apply = _model_apply()
+  views = _views()
+  variables = _random_variables(model, views)
+  zero = jnp.zeros((B, 4, N * L, N * L))
+  with_bias = jax.jit(functools.partial(model.apply, train=False))(variables, views, bias=zero)
+  np.testing.assert_allclose(with_bias[0], apply(variables, views)[0], atol=1e-5)
+  with pytest.raises(ValueError, match="attention='transformer'"):
+    model = correspondence.from_preset("tiny", attention="loftr")
+    jax.eval_shape(lambda v: model.init(jax.random.key(0), v, train=False, bias=zero), views)
+
+
+def test_gradients_reach_every_parameter():
+  model, _ = _model_apply()
+  views = _views()
+  variables = _random_variables(model, views)
+
+  def loss(params):
+    corr, _ = model.apply({**variables, "params": params}, views, train=True,
+                          mutable=["batch_stats"])[0]
+    return jnp.mean((corr - 0.5) ** 2)
+
+  grads = jax.jit(jax.grad(loss))(variables["params"])
+  flat = jax.tree_util.tree_leaves_with_path(grads)
+  dead = [jax.tree_util.keystr(p) for p, g in flat if not np.any(np.asarray(g) != 0)]
+  assert not dead, dead
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("attention", "perceiver", "allowed: 'none', 'superglue', 'loftr'"),
+    ("head", "dot", "allowed: 'cosine', 'cosine_squared'"),
+    ("backbone", "resnet101", "allowed: 'resnet50'"),
+    ("in_channels", 2, "allowed: 1, 3"),
+])
+def test_closed_sets(field, value, match):
+  model = correspondence.from_preset("tiny", **{field: value})
+  with pytest.raises(ValueError, match=match):
+    jax.eval_shape(lambda v: model.init(jax.random.key(0), v, train=False), _views())
+
+
+def test_bad_inputs():
+  with pytest.raises(ValueError, match="allowed: 'paper'"):
+    correspondence.from_preset("huge")
+  model = correspondence.from_preset("tiny", attention="transformer_mp")
+  with pytest.raises(ValueError, match="at least 2 views"):
+    jax.eval_shape(lambda v: model.init(jax.random.key(0), v, train=False), _views(n=1))
+  with pytest.raises(ValueError, match="multiple of the backbone stride"):
+    jax.eval_shape(lambda v: model.init(jax.random.key(0), v, train=False), _views(s=40))
+
+
+@pytest.mark.parametrize("preset, low, high", [("paper", 20e6, 40e6), ("paper_vit", 30e6, 45e6)])
+def test_paper_size_model_on_abstract_shapes(preset, low, high):
+  model = correspondence.from_preset(preset)
+  views = jax.ShapeDtypeStruct((1, 2, 256, 256, 1), jnp.float32)
+  variables = jax.eval_shape(lambda v: model.init(jax.random.key(0), v, train=False), views)
+  corr, aux = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, views)
+  assert corr.shape == (1, 1, 256, 256) and corr.dtype == jnp.float32
+  assert aux["tokens"].shape == (1, 2, 256, 512)
+  counts = {k: sum(x.size for x in jax.tree.leaves(v)) for k, v in variables["params"].items()}
+  total = sum(counts.values())
+  print(f"{preset}: {total:,} params ({counts}); the official PyTorch model has 30.1M")
+  assert low < total < high
