@@ -129,6 +129,7 @@ def data(phantoms=8):
       split_mm=0.0,             # split CTs longer than this along z (0 = never)
       splits=(0.8, 0.1, 0.1),   # train/validation/test fractions, by volume
       threads=2,                # Grain read threads
+      workers=0,                # Grain worker processes (multiprocess prefetch; 0 = none)
       prefetch=4,               # Grain prefetch buffer (batches)
       volume_dtype="float32",   # bank images on the device: float32 | bfloat16
   ))

@@ -162,3 +162,17 @@ def test_generate_resumes_after_a_kill_and_never_reads_partial_shards(generated)
   assert {p.name: p.stat().st_mtime_ns for p in train[1:]} == before
   with pytest.raises(FileNotFoundError, match="run configs/generate.py first"):
     pipeline.shard_paths(str(generated), "nothing")
+
+
+def test_worker_processes_give_the_same_batches(bank):
+  config = _config()
+  maker = data.recipe_maker(config, bank)
+  streams = []
+  for workers in (0, 2):
+    ds = pipeline.make_dataset(mode="on_the_fly", seed=3, batch_size=2, recipe_maker=maker,
+                               n_volumes=len(bank), workers=workers)
+    it = iter(ds)
+    streams.append([next(it) for _ in range(3)])
+  for a, b in zip(*streams):
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k])

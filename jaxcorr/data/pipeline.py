@@ -32,6 +32,7 @@ import glob
 import os
 
 import grain
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -69,10 +70,22 @@ def shard_paths(folder: str, split: str) -> list[str]:
   return paths
 
 
+def _worker_init(worker_index: int, worker_count: int) -> None:
+  """Grain worker processes only draw recipes: keep their JAX on the CPU, off the accelerator."""
+  del worker_index, worker_count
+  jax.config.update("jax_platforms", "cpu")
+
+
 def make_dataset(*, mode: str, seed: int, batch_size: int, recipe_maker=None,
                  n_volumes: int = 0, shards=(), threads: int = 2, prefetch: int = 4,
-                 process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
-  """The host part of the pipeline (see the module docstring); yields NumPy batches."""
+                 workers: int = 0, process_index: int = 0,
+                 process_count: int = 1) -> grain.IterDataset:
+  """The host part of the pipeline (see the module docstring); yields NumPy batches.
+
+  `workers` > 0 adds Grain's multiprocess prefetch (spawned processes) after batching; the
+  batches are the same as with threads only, since every record's rng depends on the seed and
+  its position alone.
+  """
   if mode not in MODES:
     raise ValueError(f"data.mode={mode!r}; allowed: {', '.join(MODES)}")
   if batch_size % process_count:
@@ -86,7 +99,13 @@ def make_dataset(*, mode: str, seed: int, batch_size: int, recipe_maker=None,
   ds = ds.seed(seed).shuffle().repeat().random_map(transform)
   ds = ds[process_index::process_count]
   ds = ds.batch(batch_size // process_count, drop_remainder=True)
-  return ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=prefetch))
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=prefetch))
+  if workers > 0:
+    if not flags.FLAGS.is_parsed():  # Grain reads absl flags; in a notebook nobody parsed them
+      flags.FLAGS.mark_as_parsed()
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers),
+                        worker_init_fn=_worker_init)
+  return it
 
 
 @functools.partial(jax.jit, static_argnames=("framing", "threshold", "augmentation", "render"))

@@ -63,7 +63,7 @@ class CorrespondenceTask(task_lib.Task):
   def _batches(self, split: str, *, seed: int, train: bool, batch_size: int):
     c = self.config
     common = dict(seed=seed, batch_size=batch_size, threads=c.data.threads,
-                  prefetch=c.data.prefetch, process_index=jax.process_index(),
+                  prefetch=c.data.prefetch, workers=c.data.workers if train else 0, process_index=jax.process_index(),
                   process_count=jax.process_count())
     if c.data.mode == "offline":
       ds = pipeline.make_dataset(mode="offline", shards=pipeline.shard_paths(c.data.shards, split),
