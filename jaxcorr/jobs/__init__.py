@@ -10,6 +10,7 @@ JOBS = {
     "render": "jaxcorr.jobs.render",
     "generate": "jaxcorr.jobs.generate",
     "pretrain": "jaxcorr.jobs.pretrain",
+    "evaluate": "jaxcorr.jobs.evaluate",
 }
 
 

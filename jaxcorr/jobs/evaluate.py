@@ -1,0 +1,114 @@
+"""The `evaluate` job: the paper's Table 1 on held-out CT volumes, for one or more runs.
+
+For every pretraining workdir in `config.runs` (and, with `config.untrained`, the first run's
+model at initialisation), the model of that run's `config.json` is restored from its best (or
+latest) checkpoint and scored on the 'test' split of that run's `splits.json` (volumes never
+seen in training): MSE, precision and recall at 0.2, and AP over all patch pairs, on
+`eval.batches` fixed batches. Writes `results.csv`, `results.json`, prints a markdown table,
+and `overlay_<run>_<n>.png` pictures of true vs predicted correspondences.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from jaxcorr import metrics, viz
+from jaxcorr.jobs import common
+from jaxcorr.tasks import correspondence
+from jaxcorr.train import checkpoint, loop, sharding, state as state_lib
+
+
+def _run_config(run_dir: str, config) -> ml_collections.ConfigDict:
+  path = os.path.join(run_dir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"config.runs entry {run_dir!r}: no config.json; pass the workdir "
+                            "of a pretraining run")
+  with open(path) as f:
+    run = ml_collections.ConfigDict(json.load(f))
+  run.eval.batches = config.eval.batches
+  run.eval.batch_size = config.eval.batch_size
+  run.eval.seed = config.eval.seed
+  return run
+
+
+def _variables(run_dir: str, task, mesh, which: str):
+  if which == "untrained":
+    tx = state_lib.make_optimizer(task.config.optim, 1)
+    state, _ = loop.init_state(task, tx, mesh, seed=task.config.seed)
+    return state.params, state.model_state
+  ckpt = checkpoint.Checkpoints(run_dir)
+  try:
+    state, _ = ckpt.restore_raw(best=which == "best")
+  finally:
+    ckpt.close()
+  return state["params"], state.get("model_state", {}) or {}
+
+
+def run(config, workdir: str) -> None:
+  common.prepare_workdir(config, workdir)
+  runs = [r for r in config.runs if r]
+  if not runs:
+    raise ValueError("config.runs is empty: give the workdirs of pretraining runs, e.g. "
+                     "--config.runs='(/tmp/pretrain,)'")
+  if config.checkpoint not in ("best", "latest"):
+    raise ValueError(f"config.checkpoint={config.checkpoint!r}; allowed: best, latest")
+  mesh = sharding.make_mesh(1)
+  entries = [(d, config.checkpoint) for d in runs]
+  if config.untrained:
+    entries.insert(0, (runs[0], "untrained"))
+  rows = []
+  for run_dir, which in entries:
+    run_cfg = _run_config(run_dir, config)
+    task = correspondence.CorrespondenceTask(run_cfg, run_dir, mesh)
+    params, model_state = _variables(run_dir, task, mesh, which)
+    name = f"{run_cfg.model.attention}" + (" (untrained)" if which == "untrained" else "")
+    m = metrics.CorrespondenceMetrics()
+    batches = task._batches("test", seed=config.eval.seed, train=False,  # pylint: disable=protected-access
+                            batch_size=config.eval.batch_size)
+    for n in range(config.eval.batches):
+      batch = next(batches)
+      pred = np.asarray(task.predict(params, model_state, batch["views"]))
+      true = np.asarray(batch["corr"])
+      m.update(pred, true)
+      if n == 0:
+        _overlays(workdir, len(rows), batch, pred, true, run_cfg.labels.patch, config.overlays)
+    result = m.result()
+    rows.append({"run": os.path.basename(os.path.normpath(run_dir)), "model": name,
+                 "checkpoint": which, **result})
+    logging.info("%s: %s", name, result)
+  _write(workdir, rows)
+
+
+def _overlays(workdir, index, batch, pred, true, patch, count) -> None:
+  views = np.asarray(batch["views"])[..., 0]
+  for b in range(min(count, views.shape[0])):
+    pair = []
+    for label, corr in (("true", true[b, 0]), ("predicted", np.clip(pred[b, 0], 0, 1))):
+      queries = viz.pick_queries(true[b, 0], (views.shape[2] // patch, views.shape[3] // patch))
+      pair.append(np.asarray(viz.correspondence_figure(
+          views[b, 0], views[b, 1], corr, patch, queries=queries,
+          caption=f"{label} C, views 0 -> 1")))
+    viz.captioned_rgb(np.concatenate(pair, axis=0), "").save(
+        os.path.join(workdir, f"overlay_{index}_{b}.png"))
+
+
+def _write(workdir, rows) -> None:
+  common.write_json(os.path.join(workdir, "results.json"), rows)
+  with open(os.path.join(workdir, "results.csv"), "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+  lines = ["| run | model | MSE | precision | recall | AP |", "|---|---|---|---|---|---|"]
+  for r in rows:
+    lines.append(f"| {r['run']} | {r['model']} | {r['mse']:.2e} | {100 * r['precision']:.1f} | "
+                 f"{100 * r['recall']:.1f} | {100 * r['ap']:.1f} |")
+  table = "\n".join(lines)
+  common.atomic_write_text(os.path.join(workdir, "results.md"), table + "\n")
+  print(table)

@@ -1,0 +1,36 @@
+"""The evaluate job on a tiny pretraining run: table rows, files, the untrained baseline."""
+
+import json
+import sys
+
+import pytest
+
+from conftest import REPO
+from jaxcorr import jobs
+
+sys.path.insert(0, str(REPO))
+from configs import evaluate, pretrain  # pylint: disable=wrong-import-position
+
+
+def test_evaluate_scores_a_run_and_its_untrained_model(tmp_path):
+  run = pretrain.get_config("tiny")
+  run.update_from_flattened_dict({"steps": 2, "log_every": 1, "eval_every": 2, "ckpt.every": 2,
+                                  "data.phantoms": 3, "eval.batches": 1, "batch_size": 2,
+                                  "eval.batch_size": 2})
+  jobs.run(run, str(tmp_path / "run"))
+  config = evaluate.get_config("tiny")
+  config.runs = (str(tmp_path / "run"),)
+  config.eval.batch_size = 2
+  jobs.run(config, str(tmp_path / "eval"))
+  rows = json.loads((tmp_path / "eval" / "results.json").read_text())
+  assert [r["model"] for r in rows] == ["transformer (untrained)", "transformer"]
+  for r in rows:
+    assert 0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1 and r["mse"] >= 0
+  assert "| run | model | MSE |" in (tmp_path / "eval" / "results.md").read_text()
+  assert (tmp_path / "eval" / "results.csv").exists()
+  assert list((tmp_path / "eval").glob("overlay_*.png"))
+
+
+def test_evaluate_needs_runs(tmp_path):
+  with pytest.raises(ValueError, match="config.runs is empty"):
+    jobs.run(evaluate.get_config("tiny"), str(tmp_path))
