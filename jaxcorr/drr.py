@@ -46,12 +46,23 @@ _OTHER_AXES = np.array([[1, 2], [0, 2], [0, 1]], np.int32)
 _PAD = (1, 2)
 
 
-def _padded_flat(volume: jnp.ndarray) -> tuple[jnp.ndarray, np.ndarray]:
-  """Zero-pads the volume and flattens it; returns (flat, strides of the padded array)."""
-  padded = jnp.pad(volume, [_PAD] * 3)
-  shape = np.asarray(padded.shape, np.int64)
+def pad(volume: jnp.ndarray) -> jnp.ndarray:
+  """The volume with the projector's zero border ([X + 3, Y + 3, Z + 3]).
+
+  `project(..., padded=True)` takes this instead of the volume: pad once when the same volume
+  is rendered many times (a training bank), since padding a 256^3 volume costs about as much
+  as rendering a view on a CPU.
+  """
+  return jnp.pad(volume, [_PAD] * 3)
+
+
+def _padded_flat(volume: jnp.ndarray, padded: bool = False):
+  """(flat padded volume, strides of the padded array, unpadded dims)."""
+  padded_volume = volume if padded else pad(volume)
+  shape = np.asarray(padded_volume.shape, np.int64)
   strides = np.array([shape[1] * shape[2], shape[2], 1], np.int32)
-  return padded.reshape(-1), strides
+  dims = tuple(int(n) - sum(_PAD) for n in shape)
+  return padded_volume.reshape(-1), strides, dims
 
 
 def _ray_setup(dims, strides, spacing, s, q):
@@ -124,7 +135,7 @@ def ray_samples(dims: tuple[int, int, int], strides: np.ndarray, spacing: jnp.nd
 
 def project_rays(volume: jnp.ndarray, origin: jnp.ndarray, spacing: jnp.ndarray,
                  sources: jnp.ndarray, targets: jnp.ndarray, *,
-                 batch_size: int | None = 16384) -> jnp.ndarray:
+                 batch_size: int | None = 16384, padded: bool = False) -> jnp.ndarray:
   """Line integrals of `volume` along rays from `sources` to `targets` (world mm).
 
   Args:
@@ -135,23 +146,26 @@ def project_rays(volume: jnp.ndarray, origin: jnp.ndarray, spacing: jnp.ndarray,
     targets: [R, 3] ray end points (world mm).
     batch_size: rays per chunk (bounds memory to ~ batch_size x max(X, Y, Z) samples); None
       vmaps all rays at once.
+    padded: `volume` is already `pad(volume)` (origin and spacing still describe the
+      unpadded grid).
 
   Returns:
     [R] float32 line integrals.
   """
-  flat, strides = _padded_flat(volume)
+  flat, strides, dims = _padded_flat(volume, padded)
   spacing = jnp.asarray(spacing, jnp.float32)
   origin = jnp.asarray(origin, jnp.float32)
   s_idx = (sources - origin) / spacing
   q_idx = (targets - origin) / spacing
-  fn = functools.partial(ray_integral, flat, tuple(volume.shape), strides, spacing)
+  fn = functools.partial(ray_integral, flat, dims, strides, spacing)
   if batch_size is None or batch_size >= s_idx.shape[0]:
     return jax.vmap(fn)(s_idx, q_idx)
   return jax.lax.map(lambda sq: fn(*sq), (s_idx, q_idx), batch_size=batch_size)
 
 
 def project(volume: jnp.ndarray, origin: jnp.ndarray, spacing: jnp.ndarray, views: Views, *,
-            height: int, width: int, batch_size: int | None = 16384) -> jnp.ndarray:
+            height: int, width: int, batch_size: int | None = 16384,
+            padded: bool = False) -> jnp.ndarray:
   """Renders DRRs (line integrals) of one volume for N views.
 
   Args:
@@ -161,6 +175,7 @@ def project(volume: jnp.ndarray, origin: jnp.ndarray, spacing: jnp.ndarray, view
     views: `Views` with leading shape [N].
     height, width: detector rows and columns (static).
     batch_size: rays per chunk, see `project_rays`.
+    padded: `volume` is already `pad(volume)`.
 
   Returns:
     [N, H, W] float32 line integrals, rows and columns in RTK's projection array order.
@@ -169,15 +184,16 @@ def project(volume: jnp.ndarray, origin: jnp.ndarray, spacing: jnp.ndarray, view
   n = targets.shape[0]
   sources = jnp.broadcast_to(views.source[:, None, None, :], targets.shape)
   out = project_rays(volume, origin, spacing, sources.reshape(-1, 3), targets.reshape(-1, 3),
-                     batch_size=batch_size)
+                     batch_size=batch_size, padded=padded)
   return out.reshape(n, height, width)
 
 
-@functools.partial(jax.jit, static_argnames=("height", "width", "batch_size"))
-def project_jit(volume, origin, spacing, views, *, height, width, batch_size=16384):
+@functools.partial(jax.jit, static_argnames=("height", "width", "batch_size", "padded"))
+def project_jit(volume, origin, spacing, views, *, height, width, batch_size=16384,
+                padded=False):
   """`project`, compiled once per (volume shape, N, H, W); the usual entry point."""
   return project(volume, origin, spacing, views, height=height, width=width,
-                 batch_size=batch_size)
+                 batch_size=batch_size, padded=padded)
 
 
 def system_matrix(dims: tuple[int, int, int], origin: jnp.ndarray, spacing: jnp.ndarray,

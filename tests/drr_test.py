@@ -189,3 +189,11 @@ def test_system_matrix_reproduces_the_projector():
   img = drr.project_jit(jnp.asarray(vol), origin, np.ones(3), views, height=16, width=20)
   np.testing.assert_allclose(np.asarray(a @ vol.ravel()).reshape(2, 16, 20), np.asarray(img),
                              rtol=1e-5, atol=1e-5)
+
+
+def test_prepadded_volume_gives_the_same_image():
+  vol, origin, views = _small_case()
+  a = drr.project_jit(jnp.asarray(vol), origin, np.ones(3), views, height=16, width=20)
+  b = drr.project_jit(drr.pad(jnp.asarray(vol)), origin, np.ones(3), views, height=16,
+                      width=20, padded=True)
+  np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

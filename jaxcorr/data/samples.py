@@ -109,7 +109,7 @@ def render_one(bank: dict, recipe: dict, *, framing: Framing, threshold: float,
   views = _views(params, bank["extent"][i], framing)
   h, w = framing.detector_size
   images = drr.project(bank["images"][i], bank["origin"][i], bank["spacing"][i], views,
-                       height=h, width=w)
+                       height=h, width=w, padded=True)
   c_origin, c_spacing = labels.coarse_grid(bank["origin"][i], bank["spacing"][i], framing.patch)
   corr = labels.correspondence(bank["weights"][i], c_origin, c_spacing, views, height=h,
                                width=w, k=framing.patch, threshold=threshold,
@@ -127,7 +127,9 @@ def render_batch(bank: dict, recipes: dict, *, framing: Framing, threshold: floa
 
 
 def bank_arrays(bank, dtype=jnp.float32) -> dict:
-  """The bank's arrays as device arrays (images in `dtype`), ready for `render_batch`."""
-  return {"images": jnp.asarray(bank.images, dtype), "weights": jnp.asarray(bank.weights),
+  """The bank's arrays as device arrays, ready for `render_batch`; images in `dtype`, padded
+  once for the projector (`drr.pad`) rather than at every sample."""
+  images = jax.jit(jax.vmap(drr.pad))(jnp.asarray(bank.images, dtype))
+  return {"images": images, "weights": jnp.asarray(bank.weights),
           "origin": jnp.asarray(bank.origin), "spacing": jnp.asarray(bank.spacing),
           "extent": jnp.asarray(bank.extent)}
