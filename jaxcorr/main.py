@@ -5,6 +5,7 @@ Configs are locked: a mistyped override is an error that lists the valid fields.
 """
 
 import importlib.util
+import logging as py_logging
 import os
 import sys
 
@@ -63,14 +64,26 @@ def _parse_flags(argv):
     sys.exit(2)
 
 
+class _QuietLibraries(py_logging.Filter):
+  """Drops INFO chatter of orbax (a line per checkpoint event) and absl's TPU probe."""
+
+  def filter(self, record):
+    return record.levelno >= py_logging.WARNING or not any(
+        part in record.pathname for part in ("orbax", "xla_bridge"))
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   from jaxcorr import jobs  # pylint: disable=g-import-not-at-top  (keeps --help fast)
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   config = _CONFIG.value
   if "mesh" in config and config.mesh.distributed:
     import jax  # pylint: disable=g-import-not-at-top
-    jax.distributed.initialize()  # coordinator and process ids from the environment (TPU, SLURM)
+    # TPU pods and SLURM are detected by JAX; elsewhere JAX_COORDINATOR_ADDRESS plus
+    # JAX_NUM_PROCESSES and JAX_PROCESS_ID (launch/gpu_multi_host.sh) say who is who.
+    env = {"num_processes": "JAX_NUM_PROCESSES", "process_id": "JAX_PROCESS_ID"}
+    jax.distributed.initialize(**{k: int(os.environ[v]) for k, v in env.items() if v in os.environ})
   logging.info("job %s, workdir %s", config.job, _WORKDIR.value)
   jobs.run(config, _WORKDIR.value)
 

@@ -36,3 +36,20 @@ def test_unknown_preset_lists_the_allowed_ones():
   module = _load(next(p for p in CONFIGS if p.name == "render.py"))
   with pytest.raises(ValueError, match="allowed presets: default, tiny"):
     module.get_config("huge")
+
+
+@pytest.mark.parametrize("preset", ["default", "tiny", "small"])
+def test_pretrain_presets_build_their_model_on_abstract_shapes(preset):
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from jaxcorr.tasks import correspondence  # pylint: disable=import-outside-toplevel
+  config = _load(next(p for p in CONFIGS if p.name == "pretrain.py")).get_config(preset)
+  model = correspondence.build_model(config.model)
+  n, (h, w) = config.views.n_views, config.views.detector_size
+  views = jax.ShapeDtypeStruct((1, n, h, w, 1), jnp.float32)
+  variables = jax.eval_shape(lambda v: model.init(jax.random.key(0), v, train=False), views)
+  (corr, _) = jax.eval_shape(lambda var, v: model.apply(var, v, train=False), variables, views)
+  patches = (h // config.labels.patch) * (w // config.labels.patch)
+  assert corr.shape == (1, n * (n - 1) // 2, patches, patches)
+  params = sum(x.size for x in jax.tree.leaves(variables["params"]))
+  assert params > (2e7 if preset == "default" else 1e4)

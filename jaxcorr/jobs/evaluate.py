@@ -70,8 +70,8 @@ def run(config, workdir: str) -> None:
     params, model_state = _variables(run_dir, task, mesh, which)
     name = f"{run_cfg.model.attention}" + (" (untrained)" if which == "untrained" else "")
     m = metrics.CorrespondenceMetrics()
-    batches = task._batches("test", seed=config.eval.seed, train=False,  # pylint: disable=protected-access
-                            batch_size=config.eval.batch_size)
+    batches = task.batches("test", seed=config.eval.seed, train=False,
+                           batch_size=config.eval.batch_size)
     for n in range(config.eval.batches):
       batch = next(batches)
       pred = np.asarray(task.predict(params, model_state, batch["views"]))

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from jaxcorr import labels, metrics
+from jaxcorr import metrics
 from jaxcorr.data import pipeline, samples
 from jaxcorr.jobs import data
 from jaxcorr.models import correspondence as corr_model
@@ -60,7 +60,8 @@ class CorrespondenceTask(task_lib.Task):
       self._banks[split] = (bank, dev)
     return self._banks[split]
 
-  def _batches(self, split: str, *, seed: int, train: bool, batch_size: int):
+  def batches(self, split: str, *, seed: int, train: bool, batch_size: int):
+    """Finished global batches of one split (augmented when `train`)."""
     c = self.config
     common = dict(seed=seed, batch_size=batch_size, threads=c.data.threads,
                   prefetch=c.data.prefetch, workers=c.data.workers if train else 0, process_index=jax.process_index(),
@@ -80,7 +81,7 @@ class CorrespondenceTask(task_lib.Task):
                                   sharding=self._batch_sharding)
 
   def train_batches(self):
-    return self._batches("train", seed=self.config.seed, train=True,
+    return self.batches("train", seed=self.config.seed, train=True,
                          batch_size=self.config.batch_size)
 
   def batch_spec(self) -> dict:
@@ -118,7 +119,7 @@ class CorrespondenceTask(task_lib.Task):
 
   def evaluate(self, params, model_state, split: str = "validation") -> dict:
     c = self.config
-    batches = self._batches(split, seed=c.eval.seed, train=False, batch_size=c.eval.batch_size)
+    batches = self.batches(split, seed=c.eval.seed, train=False, batch_size=c.eval.batch_size)
     m = metrics.CorrespondenceMetrics()
     for _ in range(c.eval.batches):
       batch = next(batches)
@@ -126,6 +127,3 @@ class CorrespondenceTask(task_lib.Task):
       m.update(np.asarray(pred), np.asarray(batch["corr"]))
     return m.result()
 
-
-def pair_names(n: int) -> list[str]:
-  return [f"{i}-{j}" for i, j in labels.pair_indices(n)]
