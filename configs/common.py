@@ -89,6 +89,18 @@ def drr():
   ))
 
 
+def add_sample_sources(config, *, size, phantoms):
+  """The blocks that say where training samples come from and how they look: `ct`,
+  `intensity`, `views`, `labels`, `data` (shared by generate, pretrain and evaluation)."""
+  config.ct = ct(size=size)
+  config.ct.phantom = "random"
+  config.intensity = intensity()
+  config.views = views(detector=size)
+  config.labels = labels()
+  config.data = data(phantoms=phantoms)
+  return config
+
+
 def views(n_views=2, detector=256):
   """Sampled training views (`config.views`): `data.sampler.ViewSampler` + framing + rejection."""
   return ml_collections.ConfigDict(dict(

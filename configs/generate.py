@@ -23,12 +23,7 @@ def get_config(arg=None):
   config = ml_collections.ConfigDict()
   config.job = "generate"
   config.seed = 0
-  config.ct = common.ct(size=size)
-  config.ct.phantom = "random"
-  config.intensity = common.intensity()
-  config.views = common.views(detector=size)
-  config.labels = common.labels()
-  config.data = common.data(phantoms=8 if tiny else 64)
+  common.add_sample_sources(config, size=size, phantoms=8 if tiny else 64)
   config.generate = ml_collections.ConfigDict(dict(
       samples_per_volume=4 if tiny else 64,
       render_batch=4 if tiny else 8,     # samples rendered per device call

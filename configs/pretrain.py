@@ -30,12 +30,8 @@ def get_config(arg=None):
   config = ml_collections.ConfigDict(common.training(steps, learning_rate=1e-4, batch_size=batch))
   config.job = "pretrain"
   config.seed = 0
-  config.ct = common.ct(size=size)
-  config.ct.phantom = "random"
-  config.intensity = common.intensity()
-  config.views = common.views(detector=size)
-  config.labels = common.labels()
-  config.data = common.data(phantoms={"default": 64, "tiny": 8, "small": 16}[preset])
+  common.add_sample_sources(config, size=size,
+                            phantoms={"default": 64, "tiny": 8, "small": 16}[preset])
   config.augment = common.augment()
   config.model = ml_collections.ConfigDict(dict(
       backbone={"default": "resnet50", "tiny": "resnet_tiny", "small": "resnet_tiny"}[preset],

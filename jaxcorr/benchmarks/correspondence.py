@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import platform
-import statistics
 import time
 
 import jax
@@ -30,6 +29,7 @@ import numpy as np
 from absl import app, flags
 
 from jaxcorr import geometry, labels, rtk
+from jaxcorr.benchmarks import timing
 from jaxcorr.ct import io, phantoms, preprocess
 
 _DEFAULT_CT = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "ct",
@@ -45,15 +45,6 @@ _BUDGET = flags.DEFINE_float("budget", 30.0, "Seconds above which a loop runs on
 
 _SID, _SDD = 1000.0, 1500.0
 
-
-def _median_seconds(fn, repeats):
-  fn()  # warm-up (compilation)
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
 
 
 def _subset(voxels, count):
@@ -114,7 +105,7 @@ def main(argv):
   det, k, threshold = _DET.value, _K.value, labels.DEFAULT_THRESHOLD
   pool = jax.jit(labels.pool_weights, static_argnums=(1, 2))
   dev = jnp.asarray(intensity)
-  t_pool = _median_seconds(lambda: jax.block_until_ready(pool(dev, k, "mean")), 5)
+  t_pool = timing.median_seconds(lambda: jax.block_until_ready(pool(dev, k, "mean")), 5)
   weights = pool(dev, k, "mean")
   c_origin, c_spacing = labels.coarse_grid(vol.origin, vol.spacing, k)
   w_np = np.asarray(weights)
@@ -123,7 +114,7 @@ def main(argv):
   pixel_spacing = geometry.fit_pixel_spacing(float(vol.extent.max()), sid=_SID, sdd=_SDD,
                                              detector_size=(det, det))
   shape = dict(height=det, width=det, k=k)
-  rows, notes = [], []
+  rows = []
   for n in (int(v) for v in _VIEWS.value):
     angles = np.linspace(0.0, 180.0, n, endpoint=False)
     views = geometry.circular_views(sid=_SID, sdd=_SDD, gantry_angles=angles,
@@ -131,7 +122,7 @@ def main(argv):
     span = labels.footprint_span(w_np.shape, c_origin, c_spacing, views, **shape)
     fast = lambda wts, v=views: jax.block_until_ready(
         labels.correspondence_jit(wts, c_origin, c_spacing, v, **shape))
-    t_fast = _median_seconds(lambda: fast(weights), _REPEATS.value)
+    t_fast = timing.median_seconds(lambda: fast(weights), _REPEATS.value)
     t_batch = _batched_seconds(weights, c_origin, c_spacing, angles, pixel_spacing, shape)
 
     t_ref, ref_vox, ref_c = _timed_loop(
@@ -162,7 +153,7 @@ def _batched_seconds(weights, c_origin, c_spacing, angles, pixel_spacing, shape)
   tile = lambda x: jnp.broadcast_to(x, (b,) + jnp.shape(x))
   run = jax.jit(lambda w, o, s, v: labels.correspondence_batch(w, o, s, v, **shape))
   args = (tile(weights), tile(c_origin), tile(c_spacing), views)
-  return _median_seconds(lambda: jax.block_until_ready(run(*args)), 5) / b
+  return timing.median_seconds(lambda: jax.block_until_ready(run(*args)), 5) / b
 
 
 def _print(name, vol, w_np, active, t_pool, rows):

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 import platform
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +19,7 @@ import numpy as np
 from absl import app, flags
 
 from jaxcorr import drr, geometry, rtk
+from jaxcorr.benchmarks import timing
 from jaxcorr.ct import io, phantoms, preprocess
 
 _DEFAULT_CT = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "ct",
@@ -32,15 +31,6 @@ _VIEWS = flags.DEFINE_list("views", ["2", "32"], "Numbers of views rendered per 
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repetitions (median reported).")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Volume dtype.")
 
-
-def _median_seconds(fn, repeats):
-  fn()  # warm-up (compilation)
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
 
 
 def main(argv):
@@ -67,20 +57,20 @@ def main(argv):
                                     detector_size=(det, det), pixel_spacing=spacing)
     run = lambda: jax.block_until_ready(drr.project_jit(
         dev_vol, vol.origin, vol.spacing, views, height=det, width=det, padded=True))
-    t_jax = _median_seconds(run, _REPEATS.value) / n
+    t_jax = timing.median_seconds(run, _REPEATS.value) / n
     t_rtk = float("nan")
     if rtk.available():
       img = rtk.volume_image(mu, vol.origin, vol.spacing)
       geo = rtk.circular_geometry(sid=sid, sdd=sdd, gantry_angles=angles)
-      t_rtk = _median_seconds(lambda: rtk.joseph_project(
+      t_rtk = timing.median_seconds(lambda: rtk.joseph_project(
           img, geo, detector_size=(det, det), pixel_spacing=spacing), _REPEATS.value) / n
     rows.append((n, t_jax, t_rtk))
   device = jax.devices()[0]
   print(f"DRR benchmark: {name} -> {_SIZE.value}^3 ({_DTYPE.value}), {det}^2 detector, "
         f"{device.platform} ({device.device_kind}), {os.cpu_count()} CPUs, "
         f"{platform.processor() or platform.machine()}")
-  print(f"| views/call | jaxcorr s/view | jaxcorr views/s | RTK Joseph s/view | RTK views/s "
-        f"| ratio RTK/jaxcorr |")
+  print("| views/call | jaxcorr s/view | jaxcorr views/s | RTK Joseph s/view | RTK views/s "
+        "| ratio RTK/jaxcorr |")
   print("|---|---|---|---|---|---|")
   for n, tj, tr in rows:
     print(f"| {n} | {tj:.4f} | {1 / tj:.1f} | {tr:.4f} | {1 / tr:.1f} | {tr / tj:.2f} |")

@@ -17,7 +17,6 @@ import tempfile
 import time
 
 import jax
-import numpy as np
 from absl import app, flags
 
 from jaxcorr import jobs

@@ -14,7 +14,7 @@ import os
 import numpy as np
 from absl import logging
 
-from jaxcorr.ct import io, phantoms, preprocess
+from jaxcorr.ct import io, phantoms
 from jaxcorr.data import pipeline, radiometric, samples, sampler, volumes
 from jaxcorr.jobs import common
 

@@ -14,7 +14,6 @@ import csv
 import json
 import os
 
-import jax
 import ml_collections
 import numpy as np
 from absl import logging

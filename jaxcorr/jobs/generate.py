@@ -25,7 +25,7 @@ import numpy as np
 from absl import logging
 
 import jaxcorr
-from jaxcorr.data import records, samples, volumes
+from jaxcorr.data import records, samples
 from jaxcorr.jobs import common, data
 
 
