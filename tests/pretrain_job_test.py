@@ -2,7 +2,9 @@
 
 import json
 import os
+import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -59,3 +61,48 @@ def test_offline_mode_trains_from_generated_shards(tmp_path):
   config = _tiny(**{"data.mode": "offline", "data.shards": str(tmp_path / "ds"), "steps": 2})
   jobs.run(config, str(tmp_path / "run"))
   assert "2" in os.listdir(tmp_path / "run" / "checkpoints")
+
+
+def _final_params(workdir):
+  from jaxcorr.train import checkpoint  # pylint: disable=import-outside-toplevel
+  ck = checkpoint.Checkpoints(str(workdir))
+  try:
+    state, _ = ck.restore_raw()
+  finally:
+    ck.close()
+  import jax  # pylint: disable=import-outside-toplevel
+  return jax.tree.leaves(state["params"])
+
+
+def test_stopped_and_resumed_run_ends_with_the_same_params(tmp_path):
+  jobs.run(_tiny(**{"eval_every": 100}), str(tmp_path / "straight"))
+  jobs.run(_tiny(**{"eval_every": 100, "stop_after_step": 2}), str(tmp_path / "resumed"))
+  jobs.run(_tiny(**{"eval_every": 100}), str(tmp_path / "resumed"))
+  for a, b in zip(_final_params(tmp_path / "straight"), _final_params(tmp_path / "resumed")):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_one_and_eight_devices_give_the_same_loss(tmp_path):
+  script = textwrap.dedent(f"""
+      import json, sys
+      sys.path.insert(0, {str(REPO / 'tests')!r}); sys.path.insert(0, {str(REPO)!r})
+      from pretrain_job_test import _tiny
+      from jaxcorr import jobs
+      out = {{}}
+      for n in (1, 8):
+        jobs.run(_tiny(**{{"mesh.num_devices": n, "batch_size": 8, "eval.batch_size": 8,
+                          "steps": 2, "log_every": 1,
+                          "eval_every": 100, "augment.geometric.enabled": False}}),
+                 sys.argv[1] + f"/{{n}}")
+        out[n] = [json.loads(l)["train/loss"] for l in open(sys.argv[1] + f"/{{n}}/metrics.jsonl")
+                  if "train/loss" in l]
+      print(json.dumps(out))
+  """)
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+         "JAX_PLATFORMS": "cpu"}
+  res = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
+                       text=True, env=env, timeout=600)
+  assert res.returncode == 0, res.stderr[-3000:]
+  out = json.loads(res.stdout.strip().splitlines()[-1])
+  assert len(out["1"]) == 2
+  np.testing.assert_allclose(out["1"], out["8"], rtol=2e-4)

@@ -63,6 +63,10 @@ class CorrespondenceTask(task_lib.Task):
   def batches(self, split: str, *, seed: int, train: bool, batch_size: int):
     """Finished global batches of one split (augmented when `train`)."""
     c = self.config
+    if batch_size % self.mesh.size:
+      field = "batch_size" if train else "eval.batch_size"
+      raise ValueError(f"config.{field}={batch_size} must be a multiple of the {self.mesh.size} "
+                       "devices of the mesh (each device takes an equal share)")
     common = dict(seed=seed, batch_size=batch_size, threads=c.data.threads,
                   prefetch=c.data.prefetch, workers=c.data.workers if train else 0, process_index=jax.process_index(),
                   process_count=jax.process_count())
