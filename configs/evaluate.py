@@ -1,7 +1,7 @@
 """Evaluate pretraining runs on held-out CT volumes: the paper's Table 1 (MSE, P, R, AP).
 
   python -m jaxcorr.main --config=configs/evaluate.py --workdir=/tmp/eval \
-      --config.runs="(/tmp/pretrain_small,/tmp/pretrain_small_none)"
+      --config.runs="('/tmp/pretrain_small','/tmp/pretrain_small_none')"
       2-core CPU, ~1 min per run at the small preset: results.md/csv/json and overlay PNGs.
 Each run is scored on the 'test' split of its own splits.json (volumes it never trained on);
 `untrained=True` adds the first run's model at initialisation as a baseline row.

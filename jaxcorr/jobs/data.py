@@ -26,13 +26,14 @@ def list_volumes(config) -> list[str]:
   path = config.ct.path
   if not path:
     return [f"phantom:{s}" for s in range(config.data.phantoms)]
+  # Absolute paths, so a run's splits.json means the same from any working directory.
   if os.path.isfile(path) and path.endswith(".txt"):
     with open(path) as f:
       entries = [line.strip() for line in f if line.strip() and not line.startswith("#")]
-    return [str(p) for p in io.list_cts(entries)]
+    return [os.path.abspath(p) for p in io.list_cts(entries)]
   if os.path.isfile(path) or path.endswith(io.NIFTI_SUFFIXES):
-    return [path]
-  return [str(p) for p in io.list_cts(path)]
+    return [os.path.abspath(path)]
+  return [os.path.abspath(p) for p in io.list_cts(path)]
 
 
 def assign_splits(names: list[str], fractions, seed: int) -> dict[str, list[str]]:

@@ -55,7 +55,7 @@ def run(config, workdir: str) -> None:
   runs = [r for r in config.runs if r]
   if not runs:
     raise ValueError("config.runs is empty: give the workdirs of pretraining runs, e.g. "
-                     "--config.runs='(/tmp/pretrain,)'")
+                     "--config.runs=\"('/tmp/pretrain',)\"")
   if config.checkpoint not in ("best", "latest"):
     raise ValueError(f"config.checkpoint={config.checkpoint!r}; allowed: best, latest")
   mesh = sharding.make_mesh(1)
