@@ -33,6 +33,7 @@ import dataclasses
 
 import numpy as np
 
+from jaxcorr.ct import sdf
 from jaxcorr.ct.volume import Volume
 
 KINDS = ("forearm", "hand", "foot", "knee")
@@ -40,125 +41,6 @@ DEFAULT_FOV_MM = {"forearm": 300.0, "hand": 280.0, "foot": 300.0, "knee": 300.0}
 AIR_HU = -1000.0
 _MARGIN = 0.06  # Air margin at each face, as a fraction of the field of view.
 _SLAB = 16  # z-slices per slab when evaluating the body over the whole grid.
-
-
-def _unit(v):
-  v = np.asarray(v, np.float64)
-  return v / np.linalg.norm(v)
-
-
-def _rot(ax=0.0, ay=0.0, az=0.0):
-  """Rotation matrix Rz @ Ry @ Rx for angles in degrees."""
-  a, b, c = np.deg2rad([ax, ay, az])
-  rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
-  ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
-  rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
-  return rz @ ry @ rx
-
-
-def _smin(a, b, k):
-  """Polynomial smooth minimum (smooth union of two distance fields) with blend width k mm."""
-  if k <= 0:
-    return np.minimum(a, b)
-  k = float(k)
-  h = np.clip(0.5 + (0.5 / k) * (b - a), 0.0, 1.0)
-  return b + (a - b) * h - k * h * (1.0 - h)
-
-
-@dataclasses.dataclass
-class _Capsule:
-  """Segment a->b with a radius tapering linearly from ra to rb (canonical mm)."""
-  a: np.ndarray
-  b: np.ndarray
-  ra: float
-  rb: float
-
-  def sdf(self, x, y, z):
-    # Python floats keep float32 grids float32 (NumPy scalars would promote them to float64).
-    a, b = np.asarray(self.a, np.float64), np.asarray(self.b, np.float64)
-    ba, inv = (b - a).tolist(), 1.0 / float((b - a).dot(b - a))
-    dx, dy, dz = x - float(a[0]), y - float(a[1]), z - float(a[2])
-    t = np.clip((dx * ba[0] + dy * ba[1] + dz * ba[2]) * inv, 0.0, 1.0)
-    dist = np.sqrt((dx - t * ba[0]) ** 2 + (dy - t * ba[1]) ** 2 + (dz - t * ba[2]) ** 2)
-    return dist - (float(self.ra) + t * float(self.rb - self.ra))
-
-  def world_bounds(self, rot, scale, shift):
-    ends = (np.stack([self.a, self.b]) @ rot.T) * scale + shift
-    pad = scale * max(self.ra, self.rb)
-    return ends.min(0) - pad, ends.max(0) + pad
-
-
-@dataclasses.dataclass
-class _Ellipsoid:
-  """Ellipsoid with semi-axes `axes` along the columns of rotation `frame` (canonical mm)."""
-  c: np.ndarray
-  axes: np.ndarray
-  frame: np.ndarray = dataclasses.field(default_factory=lambda: np.eye(3))
-
-  def sdf(self, x, y, z):
-    c, e, r = np.asarray(self.c, float).tolist(), self.frame.tolist(), np.asarray(self.axes, float)
-    r, rmin = r.tolist(), float(r.min())
-    dx, dy, dz = x - c[0], y - c[1], z - c[2]
-    q = [dx * e[0][n] + dy * e[1][n] + dz * e[2][n] for n in range(3)]
-    k0 = np.sqrt(sum((q[n] / r[n]) ** 2 for n in range(3)))
-    k1 = np.sqrt(sum((q[n] / r[n] ** 2) ** 2 for n in range(3)))
-    # k0 (k0 - 1) / k1 is a first-order distance bound; its limit at the centre is -min(axes).
-    ratio = np.where(k1 > 1e-6, k0 / np.maximum(k1, 1e-6), rmin)
-    return (k0 - 1.0) * ratio
-
-  def world_bounds(self, rot, scale, shift):
-    centre = rot @ self.c * scale + shift
-    half = scale * np.sqrt((((rot @ self.frame) * self.axes) ** 2).sum(1))
-    return centre - half, centre + half
-
-
-@dataclasses.dataclass
-class _Limb:
-  """Rounded cylinder a->b with elliptic cross-section, semi-axes tapering from s0 to s1.
-
-  `side` picks the direction of the first semi-axis (projected perpendicular to the axis);
-  `rr` rounds the end edges.
-  """
-  a: np.ndarray
-  b: np.ndarray
-  s0: tuple
-  s1: tuple
-  rr: float
-  side: tuple = (1.0, 0.0, 0.0)
-
-  def sdf(self, x, y, z):
-    a, b = np.asarray(self.a, np.float64), np.asarray(self.b, np.float64)
-    length = float(np.linalg.norm(b - a))
-    u = (b - a) / length
-    v = _unit(np.asarray(self.side) - np.dot(self.side, u) * u)
-    u, v, w, a = u.tolist(), v.tolist(), np.cross(u, v).tolist(), a.tolist()
-    (s0a, s0b), (s1a, s1b), rr = map(float, self.s0), map(float, self.s1), float(self.rr)
-    dx, dy, dz = x - a[0], y - a[1], z - a[2]
-    h = dx * u[0] + dy * u[1] + dz * u[2]
-    p = dx * v[0] + dy * v[1] + dz * v[2]
-    q = dx * w[0] + dy * w[1] + dz * w[2]
-    t = np.clip(h / length, 0.0, 1.0)
-    sa, sb = s0a + t * (s1a - s0a), s0b + t * (s1b - s0b)
-    k0 = np.sqrt((p / sa) ** 2 + (q / sb) ** 2)
-    k1 = np.sqrt((p / sa**2) ** 2 + (q / sb**2) ** 2)
-    radial = (k0 - 1.0) * np.where(k1 > 1e-6, k0 / np.maximum(k1, 1e-6), np.minimum(sa, sb))
-    dr, da = radial + rr, np.abs(h - length / 2) - length / 2 + rr
-    outside = np.sqrt(np.maximum(dr, 0) ** 2 + np.maximum(da, 0) ** 2)
-    return outside + np.minimum(np.maximum(dr, da), 0) - rr
-
-  def world_bounds(self, rot, scale, shift):
-    # The solid is the convex hull of its two elliptic end discs, so their boxes bound it.
-    a, b = np.asarray(self.a, np.float64), np.asarray(self.b, np.float64)
-    u = _unit(b - a)
-    v = _unit(np.asarray(self.side) - np.dot(self.side, u) * u)
-    rv, rw = rot @ v, rot @ np.cross(u, v)
-    lo, hi = [], []
-    for end, (sa, sb) in ((a, self.s0), (b, self.s1)):
-      centre = rot @ end * scale + shift
-      half = scale * np.sqrt((sa * rv) ** 2 + (sb * rw) ** 2)
-      lo.append(centre - half)
-      hi.append(centre + half)
-    return np.min(lo, 0), np.max(hi, 0)
 
 
 @dataclasses.dataclass
@@ -172,52 +54,52 @@ def _chain(start, dirs, lengths, radii, gap):
   """Capsule bones laid end to end (phalanges, toes); returns bones as lists of one part each."""
   bones, p = [], np.asarray(start, np.float64)
   for d, length, (r0, r1) in zip(dirs, lengths, radii):
-    d = _unit(d)
-    bones.append([_Capsule(p + d * r0, p + d * (length - r1), r0, r1)])
+    d = sdf.unit(d)
+    bones.append([sdf.Capsule(p + d * r0, p + d * (length - r1), r0, r1)])
     p = p + d * (length + gap)
   return bones, p - d * gap
 
 
 def _bent(direction, flex_deg, towards=(0.0, -1.0, 0.0)):
   """Rotates `direction` by flex_deg towards `towards` (flexion of a digit)."""
-  d, t = _unit(direction), _unit(towards)
-  t = _unit(t - np.dot(t, d) * d)
+  d, t = sdf.unit(direction), sdf.unit(towards)
+  t = sdf.unit(t - np.dot(t, d) * d)
   ang = np.deg2rad(flex_deg)
   return np.cos(ang) * d + np.sin(ang) * t
 
 
 def _sleeves(bones, extra):
   """Soft-tissue capsules `extra` mm thicker than single-capsule bones (fingers, toes)."""
-  return [_Capsule(b[0].a, b[0].b, b[0].ra + extra, b[0].rb + extra) for b in bones]
+  return [sdf.Capsule(b[0].a, b[0].b, b[0].ra + extra, b[0].rb + extra) for b in bones]
 
 
 def _forearm(rng, tf, bf):
   """Radius and ulna side by side, wrist (carpals) at -z, elbow at +z."""
-  e = _Ellipsoid
-  radius = [_Capsule((13, -2, -68), (7, 0, 72), 6.5 * tf, 5.0 * tf),
+  e = sdf.Ellipsoid
+  radius = [sdf.Capsule((13, -2, -68), (7, 0, 72), 6.5 * tf, 5.0 * tf),
             e((12, -2, -72), np.array([14, 9, 9]) * tf), e((8, 0, 80), np.array([8, 8, 5]) * tf)]
-  ulna = [_Capsule((-11, 2, -72), (-10, 4, 74), 4.0 * tf, 6.5 * tf),
+  ulna = [sdf.Capsule((-11, 2, -72), (-10, 4, 74), 4.0 * tf, 6.5 * tf),
           e((-11, 2, -76), np.array([6, 6, 5]) * tf), e((-11, 9, 84), np.array([8, 10, 11]) * tf)]
   bones = [_Bone(radius, 2.5), _Bone(ulna, 2.2)]
   for x, z, ax in [(14, -89, 6), (2, -89, 6), (-10, -88, 5), (15, -102, 5), (5, -102, 5),
                    (-5, -102, 5), (-14, -101, 5)]:
     bones.append(_Bone([e((x, rng.uniform(-2, 2), z), np.array([ax, 5, 5]) * tf)], 1.0))
-  body = [_Limb((0, 1, -116), (0, 3, 106), (31 * bf, 21 * bf), (42 * bf, 36 * bf), 14.0)]
+  body = [sdf.Limb((0, 1, -116), (0, 3, 106), (31 * bf, 21 * bf), (42 * bf, 36 * bf), 14.0)]
   return body, bones
 
 
 def _hand(rng, tf, bf):
   """Wrist stub at -z, carpals, metacarpals and fingers fanning out towards +z."""
-  e, bones = _Ellipsoid, []
-  bones.append(_Bone([_Capsule((12, 0, -84), (11, 0, -64), 8 * tf, 8 * tf),
+  e, bones = sdf.Ellipsoid, []
+  bones.append(_Bone([sdf.Capsule((12, 0, -84), (11, 0, -64), 8 * tf, 8 * tf),
                       e((11, 0, -58), np.array([14, 9, 6]) * tf)], 2.0))
-  bones.append(_Bone([_Capsule((-14, 2, -84), (-13, 2, -62), 5 * tf, 5.5 * tf)], 1.8))
+  bones.append(_Bone([sdf.Capsule((-14, 2, -84), (-13, 2, -62), 5 * tf, 5.5 * tf)], 1.8))
   for x, z, ax in [(13, -44, 6), (1, -44, 6), (-11, -44, 5), (16, -30, 5), (6, -30, 5),
                    (-4, -30, 5), (-14, -30, 5)]:
     bones.append(_Bone([e((x, rng.uniform(-2, 2), z), np.array([ax, 6, 5]) * tf)], 1.0))
   spread = rng.uniform(0.6, 1.4)
-  body = [_Limb((0, 1, -100), (0, 1, -40), (34 * bf, 23 * bf), (38 * bf, 19 * bf), 10.0),
-          _Limb((0, 0, -45), (0, -2, 34), (42 * bf, 15 * bf), (44 * bf, 14 * bf), 10.0)]
+  body = [sdf.Limb((0, 1, -100), (0, 1, -40), (34 * bf, 23 * bf), (38 * bf, 19 * bf), 10.0),
+          sdf.Limb((0, 0, -45), (0, -2, 34), (42 * bf, 15 * bf), (44 * bf, 14 * bf), 10.0)]
   fingers = [  # base x, fan angle, metacarpal length, phalanx lengths
       (14, 10, 56, (36, 21, 16)), (4.5, 3, 55, (40, 24, 17)),
       (-4.5, -4, 51, (37, 23, 17)), (-13, -11, 47, (29, 17, 15))]
@@ -231,38 +113,38 @@ def _hand(rng, tf, bf):
     ph, end = _chain(tip + d * 3.0, dirs, ph_lens, radii, 3.0)
     bones += [_Bone(b, 1.5) for b in mc + ph]
     body += _sleeves(mc + ph, 5.5 * bf)
-  thumb = _unit([0.7 * spread, -0.45, 0.6])
+  thumb = sdf.unit([0.7 * spread, -0.45, 0.6])
   mc, tip = _chain((21, -5, -27), [thumb], [42], [(4.5 * tf, 5.0 * tf)], 3.0)
   dirs = [_bent(thumb, f, (-1.0, -1.0, 0.0)) for f in np.cumsum(rng.uniform(0, 20, size=2))]
   ph, end = _chain(tip + thumb * 3.0, dirs, [30, 24], [(4.5 * tf, 4 * tf), (3.8 * tf, 3 * tf)], 3.0)
   bones += [_Bone(b, 1.5) for b in mc + ph]
-  body += [_Capsule(np.array([12.0, -3, -35]), tip, 14 * bf, 9 * bf)] + _sleeves(ph, 5.5 * bf)
+  body += [sdf.Capsule(np.array([12.0, -3, -35]), tip, 14 * bf, 9 * bf)] + _sleeves(ph, 5.5 * bf)
   return body, bones
 
 
 def _foot(rng, tf, bf):
   """Ankle with tibia/fibula stubs along +z; foot sole near z=0, toes towards -y."""
-  e = _Ellipsoid
+  e = sdf.Ellipsoid
   bones = [
-      _Bone([_Capsule((0, 25, 74), (0, 25, 122), 13 * tf, 12 * tf),
+      _Bone([sdf.Capsule((0, 25, 74), (0, 25, 122), 13 * tf, 12 * tf),
              e((0, 25, 70), np.array([19, 16, 8]) * tf)], 3.0),
-      _Bone([_Capsule((26, 31, 40), (25, 33, 122), 6.5 * tf, 5.5 * tf)], 2.0),
-      _Bone([e((0, 22, 45), np.array([15, 22, 12]) * tf, _rot(-10, 0, 0))], 1.2),  # Talus.
-      _Bone([e((3, 52, 18), np.array([15, 30, 15]) * tf, _rot(-18, 0, 0))], 1.2),  # Calcaneus.
+      _Bone([sdf.Capsule((26, 31, 40), (25, 33, 122), 6.5 * tf, 5.5 * tf)], 2.0),
+      _Bone([e((0, 22, 45), np.array([15, 22, 12]) * tf, sdf.rot(-10, 0, 0))], 1.2),  # Talus.
+      _Bone([e((3, 52, 18), np.array([15, 30, 15]) * tf, sdf.rot(-18, 0, 0))], 1.2),  # Calcaneus.
       _Bone([e((-4, -8, 33), np.array([14, 6, 11]) * tf)], 1.0),  # Navicular.
       _Bone([e((18, -4, 22), np.array([10, 13, 10]) * tf)], 1.0),  # Cuboid.
   ]
   for x in (-14, -3, 8):  # Cuneiforms.
     bones.append(_Bone([e((x, -25, 29), np.array([5, 8, 10]) * tf)], 1.0))
-  body = [_Limb((0, 28, 12), (0, 28, 145), (40 * bf, 36 * bf), (38 * bf, 35 * bf), 12.0),
-          _Limb((3, 92, 24), (0, -90, 14), (40 * bf, 42 * bf), (46 * bf, 18 * bf), 16.0)]
+  body = [sdf.Limb((0, 28, 12), (0, 28, 145), (40 * bf, 36 * bf), (38 * bf, 35 * bf), 12.0),
+          sdf.Limb((3, 92, 24), (0, -90, 14), (40 * bf, 42 * bf), (46 * bf, 18 * bf), 16.0)]
   rays = [(-16, -38, 55, (26, 18), 7.0), (-5, -40, 52, (16, 9, 7), 4.5),
           (4, -38, 50, (15, 9, 7), 4.5), (13, -34, 47, (14, 8, 7), 4.5),
           (21, -20, 45, (12, 7, 6), 4.5)]
   for x, y, mt_len, toe_lens, r in rays:
-    d = _unit([0.08 * x / 20 * rng.uniform(0.5, 1.5), -1.0, -0.3])
+    d = sdf.unit([0.08 * x / 20 * rng.uniform(0.5, 1.5), -1.0, -0.3])
     mt, tip = _chain((x, y, 32), [d], [mt_len], [(r * tf * 0.8, r * tf)], 3.0)
-    flat = _unit([d[0], -1.0, rng.uniform(-0.05, 0.15)])
+    flat = sdf.unit([d[0], -1.0, rng.uniform(-0.05, 0.15)])
     radii = [(r * tf * 0.8, r * tf * 0.7)] * len(toe_lens)
     toes, end = _chain(tip + flat * 3.0, [flat] * len(toe_lens), toe_lens, radii, 3.0)
     bones += [_Bone(b, 1.5) for b in mt + toes]
@@ -272,18 +154,18 @@ def _foot(rng, tf, bf):
 
 def _knee(rng, tf, bf):
   """Femur (condyles) above, tibia (plateau) and fibula below, patella in front (-y)."""
-  e = _Ellipsoid
-  femur = [_Capsule((0, 0, 82), (0, 3, 30), 13 * tf, 15 * tf),
+  e = sdf.Ellipsoid
+  femur = [sdf.Capsule((0, 0, 82), (0, 3, 30), 13 * tf, 15 * tf),
            e((0, 5, 20), np.array([30, 22, 16]) * tf),
            e((-19, 10, 8), np.array([13, 22, 14]) * tf),  # Medial and lateral condyles.
            e((19, 10, 9), np.array([13, 21, 14]) * tf)]
   tibia = [e((0, 8, -18), np.array([36, 26, 8]) * tf), e((0, 8, -30), np.array([27, 21, 15]) * tf),
-           _Capsule((0, 8, -30), (0, 6, -76), 16 * tf, 12 * tf)]
+           sdf.Capsule((0, 8, -30), (0, 6, -76), 16 * tf, 12 * tf)]
   fibula = [e((33, 18, -38), np.array([7, 7, 8]) * tf),
-            _Capsule((33, 18, -44), (29, 16, -76), 6 * tf, 5 * tf)]
-  patella = [e((0, -31, 20 + rng.uniform(-4, 4)), np.array([20, 8, 21]) * tf, _rot(10, 0, 0))]
+            sdf.Capsule((33, 18, -44), (29, 16, -76), 6 * tf, 5 * tf)]
+  patella = [e((0, -31, 20 + rng.uniform(-4, 4)), np.array([20, 8, 21]) * tf, sdf.rot(10, 0, 0))]
   bones = [_Bone(femur, 4.0, 8.0), _Bone(tibia, 3.5, 8.0), _Bone(fibula, 2.0), _Bone(patella, 1.5)]
-  body = [_Limb((0, -2, -100), (0, -2, 104), (52 * bf, 48 * bf), (58 * bf, 54 * bf), 16.0)]
+  body = [sdf.Limb((0, -2, -100), (0, -2, 104), (52 * bf, 48 * bf), (58 * bf, 54 * bf), 16.0)]
   return body, bones
 
 
@@ -311,7 +193,7 @@ def _bounds(parts, pose):
 
 def _fit_pose(rng, body, fov):
   """Random rotation, scale and translation, shrunk/shifted so the body keeps an air margin."""
-  rot = _rot(*rng.uniform(-30, 30, size=3))
+  rot = sdf.rot(*rng.uniform(-30, 30, size=3))
   scale = rng.uniform(0.85, 1.15)
   offset = rng.uniform(-0.04, 0.04, size=3) * fov
   half = fov * (0.5 - _MARGIN)
@@ -347,7 +229,7 @@ def _union_sdf(parts, blend, pose, axis, spacing, box, pad):
     coords = pose.canonical(axis[sub[0], None, None], axis[None, sub[1], None],
                             axis[None, None, sub[2]])
     local = tuple(slice(s.start - b.start, s.stop - b.start) for s, b in zip(sub, box))
-    d[local] = _smin(d[local], part.sdf(*coords), blend)
+    d[local] = sdf.smin(d[local], part.sdf(*coords), blend)
   return d
 
 
