@@ -75,12 +75,16 @@ def main(argv):
   with tempfile.TemporaryDirectory() as tmp:
     gen = pretrain.get_config(_PRESET.value)
     gen.job = "generate"
-    gen.ct.path, gen.data.phantoms = _CT.value, _VOLUMES.value
+    gen.data.phantoms = _VOLUMES.value
+    if _CT.value:  # the same volumes as the bank above, as a list file
+      gen.ct.path = os.path.join(tmp, "volumes.txt")
+      with open(gen.ct.path, "w") as f:
+        f.write("\n".join(names) + "\n")
     gen.data.splits = (1.0, 0.0, 0.0)
     gen.generate = dict(samples_per_volume=bsz * 2, render_batch=min(bsz, 8),
                         views_dtype="float16")
-    jobs.run(gen, tmp)
-    shards = pipeline.shard_paths(tmp, "train")
+    jobs.run(gen, os.path.join(tmp, "ds"))
+    shards = pipeline.shard_paths(os.path.join(tmp, "ds"), "train")
     off = iter(pipeline.make_dataset(mode="offline", seed=0, batch_size=bsz, shards=shards,
                                      workers=2))
     rows.append(("offline shards, read + decode (2 workers)", _rate(lambda: next(off), nb, bsz)))
