@@ -227,3 +227,19 @@ def system_matrix(dims: tuple[int, int, int], origin: jnp.ndarray, spacing: jnp.
   lo = _PAD[0]
   a = a[:, lo:lo + dims[0], lo:lo + dims[1], lo:lo + dims[2]]
   return a.reshape(n, height * width, -1)
+
+
+def project_sharded(volume, origin, spacing, views: Views, mesh, *, height: int, width: int,
+                    axis: str = "data", batch_size: int | None = 16384, padded: bool = False):
+  """`project` with the N views split over the devices of `mesh` along `axis`.
+
+  The volume (and grid) is replicated; each device renders N / devices views. N must be a
+  multiple of the axis size. On a CPU host with one JAX device per core
+  (XLA_FLAGS=--xla_force_host_platform_device_count=<cores>) this uses every core.
+  """
+  from jax.sharding import PartitionSpec as P  # pylint: disable=import-outside-toplevel
+  fn = functools.partial(project, height=height, width=width, batch_size=batch_size,
+                         padded=padded)
+  sharded = jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(), P(), P(axis)), out_specs=P(axis))
+  return jax.jit(sharded)(volume, jnp.asarray(origin, jnp.float32),
+                          jnp.asarray(spacing, jnp.float32), views)

@@ -196,3 +196,11 @@ def test_prepadded_volume_gives_the_same_image():
   b = drr.project_jit(drr.pad(jnp.asarray(vol)), origin, np.ones(3), views, height=16,
                       width=20, padded=True)
   np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_sharded_over_views_equals_one_call():
+  vol, origin, views = _small_case()
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("data",))
+  a = drr.project_jit(jnp.asarray(vol), origin, np.ones(3), views, height=16, width=20)
+  b = drr.project_sharded(jnp.asarray(vol), origin, np.ones(3), views, mesh, height=16, width=20)
+  np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)

@@ -30,11 +30,15 @@ _DET = flags.DEFINE_integer("detector", 256, "Detector edge, pixels.")
 _VIEWS = flags.DEFINE_list("views", ["2", "32"], "Numbers of views rendered per call.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repetitions (median reported).")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Volume dtype.")
-
-
+_CPU_DEVICES = flags.DEFINE_integer(
+    "cpu_devices", 0, "On a CPU host: split views over this many JAX CPU devices (one per "
+    "core; 0 = one device). Must be set before JAX starts, which this script does.")
 
 def main(argv):
   del argv
+  if _CPU_DEVICES.value:
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               f" --xla_force_host_platform_device_count={_CPU_DEVICES.value}")
   if os.path.exists(_CT.value):
     vol = io.load_ct(_CT.value)
     name = os.path.basename(_CT.value)
@@ -55,8 +59,13 @@ def main(argv):
     angles = np.linspace(0.0, 180.0, n, endpoint=False)
     views = geometry.circular_views(sid=sid, sdd=sdd, gantry_angles=angles,
                                     detector_size=(det, det), pixel_spacing=spacing)
-    run = lambda: jax.block_until_ready(drr.project_jit(
-        dev_vol, vol.origin, vol.spacing, views, height=det, width=det, padded=True))
+    if _CPU_DEVICES.value > 1:
+      mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
+      run = lambda: jax.block_until_ready(drr.project_sharded(
+          dev_vol, vol.origin, vol.spacing, views, mesh, height=det, width=det, padded=True))
+    else:
+      run = lambda: jax.block_until_ready(drr.project_jit(
+          dev_vol, vol.origin, vol.spacing, views, height=det, width=det, padded=True))
     t_jax = timing.median_seconds(run, _REPEATS.value) / n
     t_rtk = float("nan")
     if rtk.available():
@@ -67,7 +76,7 @@ def main(argv):
     rows.append((n, t_jax, t_rtk))
   device = jax.devices()[0]
   print(f"DRR benchmark: {name} -> {_SIZE.value}^3 ({_DTYPE.value}), {det}^2 detector, "
-        f"{device.platform} ({device.device_kind}), {os.cpu_count()} CPUs, "
+        f"{len(jax.devices())} x {device.platform} ({device.device_kind}), {os.cpu_count()} CPUs, "
         f"{platform.processor() or platform.machine()}")
   print("| views/call | jaxcorr s/view | jaxcorr views/s | RTK Joseph s/view | RTK views/s "
         "| ratio RTK/jaxcorr |")
