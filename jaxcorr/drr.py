@@ -107,12 +107,15 @@ def ray_integral(flat: jnp.ndarray, dims: tuple[int, int, int], strides: np.ndar
     The float32 line integral from s to q (volume units x mm).
   """
   base, sb, sc, fb, fc, valid, step_mm = _ray_setup(dims, strides, spacing, s, q)
+  # Every index is inside the padded volume by construction (coordinates clipped to [-1, n],
+  # masked samples read element 0), so the gathers skip bounds handling (~10% on CPU).
+  def read(i):
+    return flat.at[i].get(mode="promise_in_bounds").astype(jnp.float32)
+
   # Four separate [M] gathers: XLA fuses them with the weights (a stacked [M, 4] gather of the
   # same indices ran 3-5x slower on CPU).
-  val = (flat[base].astype(jnp.float32) * ((1 - fb) * (1 - fc))
-         + flat[base + sb].astype(jnp.float32) * (fb * (1 - fc))
-         + flat[base + sc].astype(jnp.float32) * ((1 - fb) * fc)
-         + flat[base + sb + sc].astype(jnp.float32) * (fb * fc))
+  val = (read(base) * ((1 - fb) * (1 - fc)) + read(base + sb) * (fb * (1 - fc))
+         + read(base + sc) * ((1 - fb) * fc) + read(base + sb + sc) * (fb * fc))
   return jnp.sum(jnp.where(valid, val, 0.0)) * step_mm
 
 
