@@ -25,3 +25,18 @@ def pytest_configure(config):
   jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="jaxcorr_xla_cache_"))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def run_on_cpu_devices(script: str, workdir, devices: int = 8, timeout: int = 600):
+  """Runs a Python script in a fresh process that sees `devices` CPU devices (the flag must
+  be set before JAX starts); returns the JSON object the script prints last."""
+  import json  # pylint: disable=import-outside-toplevel
+  import os  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+         "JAX_PLATFORMS": "cpu"}
+  res = subprocess.run([sys.executable, "-c", script, str(workdir)], capture_output=True,
+                       text=True, env=env, timeout=timeout, check=False)
+  assert res.returncode == 0, res.stderr[-3000:]
+  return json.loads(res.stdout.strip().splitlines()[-1])

@@ -2,7 +2,6 @@
 
 import json
 import os
-import subprocess
 import sys
 import textwrap
 
@@ -12,7 +11,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, run_on_cpu_devices
 from jaxcorr.train import loop, sharding, task as task_lib
 
 sys.path.insert(0, str(REPO))
@@ -123,10 +122,5 @@ def test_one_and_eight_devices_give_the_same_loss(tmp_path):
                   if "train/loss" in l]
       print(json.dumps(out))
   """)
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-         "JAX_PLATFORMS": "cpu"}
-  res = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
-                       text=True, env=env, timeout=300)
-  assert res.returncode == 0, res.stderr[-3000:]
-  out = json.loads(res.stdout.strip().splitlines()[-1])
+  out = run_on_cpu_devices(script, tmp_path, timeout=300)
   np.testing.assert_allclose(out["1"], out["8"], rtol=1e-5)
