@@ -43,7 +43,7 @@ from jaxcorr.geometry import Views
 _OTHER_AXES = np.array([[1, 2], [0, 2], [0, 1]], np.int32)
 # Padding of the flattened volume: one zero plane before each axis, two after, so every
 # bilinear neighbour of a coordinate clipped to [-1, n] is a valid (zero) index.
-_PAD = (1, 2)
+_PAD = PAD = (1, 2)
 
 
 def pad(volume: jnp.ndarray) -> jnp.ndarray:

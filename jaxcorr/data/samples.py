@@ -129,7 +129,13 @@ def render_batch(bank: dict, recipes: dict, *, framing: Framing, threshold: floa
 def bank_arrays(bank, dtype=jnp.float32) -> dict:
   """The bank's arrays as device arrays, ready for `render_batch`; images in `dtype`, padded
   once for the projector (`drr.pad`) rather than at every sample."""
-  images = jax.jit(jax.vmap(drr.pad))(jnp.asarray(bank.images, dtype))
+  # Padded on the host into one preallocated array, then moved once: no second full copy.
+  k, x, y, z = bank.images.shape
+  p0, p1 = drr.PAD
+  padded = np.zeros((k, x + p0 + p1, y + p0 + p1, z + p0 + p1), np.float32)
+  padded[:, p0:p0 + x, p0:p0 + y, p0:p0 + z] = bank.images
+  images = jnp.asarray(padded, dtype)
+  del padded
   return {"images": images, "weights": jnp.asarray(bank.weights),
           "origin": jnp.asarray(bank.origin), "spacing": jnp.asarray(bank.spacing),
           "extent": jnp.asarray(bank.extent)}

@@ -57,6 +57,7 @@ class CorrespondenceTask(task_lib.Task):
       logging.info("%s bank: %d volumes of %s^3", split, len(bank), bank.images.shape[1])
       dev = samples.bank_arrays(bank, self.config.data.volume_dtype)
       dev = jax.device_put(dev, sharding.replicated(self.mesh))
+      bank.images = None  # on the device now; the host keeps only what recipes need
       self._banks[split] = (bank, dev)
     return self._banks[split]
 
