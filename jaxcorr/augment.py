@@ -322,8 +322,11 @@ def shift_view(images, corr, view, shift, *, k: int):
   return apply_maps(images, corr, maps, k=k)
 
 
-def cutout_view(images, corr, view, start, size, *, k: int):
-  """Zeroes the patch rectangle [r0, r0 + hh) x [c0, c0 + ww) of view `view` and its C axes.
+def window_view(images, corr, view, start, size, *, k: int, keep_inside: bool):
+  """Masks view `view` to (keep_inside) or out of (not keep_inside) a patch rectangle.
+
+  The rectangle is [r0, r0 + hh) x [c0, c0 + ww) in patches; masked pixels and the C rows /
+  columns of masked patches become zero; shapes are unchanged.
 
   Args:
     images: [N, H, W].
@@ -332,32 +335,24 @@ def cutout_view(images, corr, view, start, size, *, k: int):
     start: int (r0, c0) in patches, possibly traced.
     size: int (hh, ww) in patches, possibly traced.
     k: patch size (static).
+    keep_inside: True for a masked crop, False for a cutout.
 
   Returns:
     (images, corr), transformed.
   """
   _, height, width = images.shape
-  single = window_map(height, width, start, size, k=k, keep_inside=False)
+  single = window_map(height, width, start, size, k=k, keep_inside=keep_inside)
   return apply_maps(images, corr, _one_view(images, view, single), k=k)
+
+
+def cutout_view(images, corr, view, start, size, *, k: int):
+  """Zeroes a patch rectangle of one view and its C axes (`window_view`, keep_inside=False)."""
+  return window_view(images, corr, view, start, size, k=k, keep_inside=False)
 
 
 def crop_view(images, corr, view, start, size, *, k: int):
-  """Masked crop: keeps only the patch rectangle [r0, r0 + hh) x [c0, c0 + ww) of view `view`.
-
-  Args:
-    images: [N, H, W].
-    corr: [P, L, L].
-    view: int view index, possibly traced.
-    start: int (r0, c0) in patches, possibly traced.
-    size: int (hh, ww) in patches, possibly traced.
-    k: patch size (static).
-
-  Returns:
-    (images, corr), transformed; the shape is unchanged, everything outside the window is zero.
-  """
-  _, height, width = images.shape
-  single = window_map(height, width, start, size, k=k, keep_inside=True)
-  return apply_maps(images, corr, _one_view(images, view, single), k=k)
+  """Masked crop: keeps only a patch rectangle of one view (`window_view`, keep_inside=True)."""
+  return window_view(images, corr, view, start, size, k=k, keep_inside=True)
 
 
 def _uniform_int(u, lo, hi):
