@@ -172,6 +172,7 @@ def training(steps, learning_rate=1e-4, batch_size=16):
           warmup_steps=0,
           end_fraction=0.0,         # cosine decays to this fraction of the peak
           clip_norm=0.0,            # > 0: clip the global gradient norm
+          weight_decay=0.0,         # > 0: AdamW, decoupled decay on weight matrices only
           b1=0.9, b2=0.999,
       )),
       mesh=ml_collections.ConfigDict(dict(

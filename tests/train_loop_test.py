@@ -124,3 +124,37 @@ def test_one_and_eight_devices_give_the_same_loss(tmp_path):
   """)
   out = run_on_cpu_devices(script, tmp_path, timeout=300)
   np.testing.assert_allclose(out["1"], out["8"], rtol=1e-5)
+
+
+class WarmStartTask(LinearTask):
+  """Starts from the true weights through `restore_init`, as a task with init_from does."""
+
+  def __init__(self, **kw):
+    super().__init__(**kw)
+    self.calls = 0
+
+  def restore_init(self, params, model_state):
+    self.calls += 1
+    return {"w": jnp.array([1.0, -2.0, 0.5, 3.0])}, model_state
+
+
+def test_restore_init_on_fresh_start_only(tmp_path):
+  task = WarmStartTask()
+  config = _config(steps=4, **{"optim.learning_rate": 0.0})
+  result = loop.train_and_evaluate(config, str(tmp_path), task, sharding.make_mesh(1))
+  assert task.calls == 1 and result["w_err"] == pytest.approx(0.0, abs=1e-10)
+  config.steps = 6
+  again = WarmStartTask()
+  loop.train_and_evaluate(config, str(tmp_path), again, sharding.make_mesh(1))
+  assert again.calls == 0   # resumed from the checkpoint: the initialisation hook is skipped
+
+
+def test_weight_decay_only_on_matrices():
+  from jaxcorr.train import state as state_lib
+  config = _config(**{"optim.weight_decay": 0.5, "optim.learning_rate": 0.1})
+  tx = state_lib.make_optimizer(config.optim, 10)
+  params = {"kernel": jnp.ones((2, 2)), "bias": jnp.ones((2,))}
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  updates, _ = tx.update(zeros, tx.init(params), params)
+  np.testing.assert_allclose(updates["kernel"], -0.1 * 0.5 * np.ones((2, 2)), rtol=1e-6)
+  np.testing.assert_array_equal(updates["bias"], 0.0)

@@ -68,6 +68,11 @@ def train_and_evaluate(config, workdir: str, task, mesh) -> dict:
     logging.info("resuming from step %d (checkpoint found in %s)", start, workdir)
   else:
     start = 0
+    params, model_state = task.restore_init(state.params, state.model_state)
+    if params is not state.params or model_state is not state.model_state:
+      params = jax.device_put(params, shardings.params)
+      model_state = jax.device_put(model_state, shardings.model_state)
+      state = state.replace(params=params, model_state=model_state)
   step_fn = jax.jit(functools.partial(_train_step, task, tx), donate_argnums=(0,),
                     out_shardings=(shardings, sharding.replicated(mesh)))
   root_key = jax.random.key(config.seed + 1)

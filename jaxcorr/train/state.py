@@ -37,7 +37,9 @@ def learning_rate_schedule(*, learning_rate: float, total_steps: int, warmup_ste
 
 
 def make_optimizer(optim_config, total_steps: int) -> optax.GradientTransformation:
-  """Adam (the paper's) with the schedule above and optional global-norm clipping."""
+  """Adam (the paper's) with the schedule above and optional global-norm clipping; AdamW
+  (decoupled weight decay on matrices and kernels, not on biases, norms or embeddings' 1D
+  vectors) when `weight_decay` > 0, as the classifier uses."""
   schedule = learning_rate_schedule(learning_rate=optim_config.learning_rate,
                                     total_steps=total_steps,
                                     warmup_steps=optim_config.warmup_steps,
@@ -45,5 +47,11 @@ def make_optimizer(optim_config, total_steps: int) -> optax.GradientTransformati
   chain = []
   if optim_config.clip_norm > 0:
     chain.append(optax.clip_by_global_norm(optim_config.clip_norm))
-  chain.append(optax.adam(schedule, b1=optim_config.b1, b2=optim_config.b2))
+  decay = optim_config.get("weight_decay", 0.0)
+  if decay > 0:
+    chain.append(optax.adamw(schedule, b1=optim_config.b1, b2=optim_config.b2,
+                             weight_decay=decay,
+                             mask=lambda params: jax.tree.map(lambda x: x.ndim > 1, params)))
+  else:
+    chain.append(optax.adam(schedule, b1=optim_config.b1, b2=optim_config.b2))
   return optax.chain(*chain)

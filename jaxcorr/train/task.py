@@ -31,3 +31,11 @@ class Task(abc.ABC):
   @abc.abstractmethod
   def evaluate(self, params, model_state) -> dict:
     """Host metrics (floats) on the task's held-out data."""
+
+  def restore_init(self, params, model_state):
+    """Called once on a fresh start (never on resume) with the freshly initialised variables.
+
+    A task that starts from another run's weights (`config.init_from`) returns them here with
+    the pretrained parameters in place; the default keeps the random initialisation.
+    """
+    return params, model_state
