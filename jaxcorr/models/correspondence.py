@@ -63,6 +63,17 @@ def make_backbone(name: str, dtype: Dtype = jnp.float32, module_name: str = "bac
   return vit_lib.vit(name, dtype=dtype, name=module_name), INCEPTION_MEAN, INCEPTION_STD
 
 
+def normalise_views(grey, mean, std, in_channels: int):
+  """[M, H, W, 1] in [0, 1] -> [M, H, W, in_channels] normalised for a backbone.
+
+  3 channels: the grey image replicated and normalised per channel with (mean, std); 1 channel:
+  normalised with the means of mean and std.
+  """
+  if in_channels == 3:
+    return (jnp.repeat(grey, 3, axis=-1) - jnp.asarray(mean)) / jnp.asarray(std)
+  return (grey - float(np.mean(mean))) / float(np.mean(std))
+
+
 def correspondence_scores(tokens: jnp.ndarray, head: str = "cosine",
                           pairs: Optional[np.ndarray] = None) -> jnp.ndarray:
   """Patch-to-patch similarities of every view pair.
@@ -125,7 +136,8 @@ class CorrespondenceModel(nn.Module):
     if height % backbone.stride or width % backbone.stride:
       raise ValueError(f"image size {height} x {width} is not a multiple of the backbone "
                        f"stride {backbone.stride}.")
-    x = self._normalise(views.reshape(b * n, height, width, 1).astype(jnp.float32), mean, std)
+    x = normalise_views(views.reshape(b * n, height, width, 1).astype(jnp.float32), mean, std,
+                        self.in_channels)
     features, _ = backbone(x.astype(self.dtype), train=train)
     _, h, w, _ = features.shape
     tokens = nn.Dense(self.d_model, dtype=self.dtype, name="proj")(features)
@@ -140,12 +152,6 @@ class CorrespondenceModel(nn.Module):
                                      tokens, rows, cols, bias=bias)
     tokens = tokens.astype(jnp.float32)
     return correspondence_scores(tokens, self.head), {"tokens": tokens}
-
-  def _normalise(self, grey, mean, std):
-    """[M, H, W, 1] in [0, 1] -> [M, H, W, in_channels] normalised."""
-    if self.in_channels == 3:
-      return (jnp.repeat(grey, 3, axis=-1) - jnp.asarray(mean)) / jnp.asarray(std)
-    return (grey - float(np.mean(mean))) / float(np.mean(std))
 
 
 def from_preset(name: str, **overrides) -> CorrespondenceModel:

@@ -21,14 +21,24 @@ from absl import logging
 from jaxcorr import metrics
 from jaxcorr.data import pipeline, samples
 from jaxcorr.jobs import data
-from jaxcorr.models import correspondence as corr_model
+from jaxcorr.models import correspondence as corr_model, pair_mlp
 from jaxcorr.train import sharding, task as task_lib
 
 
-def build_model(model_config) -> corr_model.CorrespondenceModel:
-  """The model of `config.model` (its keys are CorrespondenceModel's fields)."""
+MODEL_KINDS = ("correspondence", "pair_mlp")
+
+
+def build_model(model_config):
+  """The model of `config.model`: its keys are the model's fields, plus an optional `kind`
+  ('correspondence', the default: `CorrespondenceModel`; 'pair_mlp': the frozen-backbone
+  baseline `PairMLP`). Both map views [B, N, H, W, 1] to (corr [B, P, L, L], aux)."""
   fields = dict(model_config)
+  kind = fields.pop("kind", "correspondence")
+  if kind not in MODEL_KINDS:
+    raise ValueError(f"config.model.kind={kind!r}; allowed: {', '.join(MODEL_KINDS)}")
   fields["dtype"] = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[fields["dtype"]]
+  if kind == "pair_mlp":
+    return pair_mlp.PairMLP(**fields)
   return corr_model.CorrespondenceModel(**fields)
 
 
