@@ -40,3 +40,20 @@ def run_on_cpu_devices(script: str, workdir, devices: int = 8, timeout: int = 60
                        text=True, env=env, timeout=timeout, check=False)
   assert res.returncode == 0, res.stderr[-3000:]
   return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def tiny_pretrain_run(tmp_path_factory):
+  """A workdir of the tiny pretraining preset trained for a few steps (made once per session),
+  for the jobs that start from a pretraining checkpoint (fine-tuning, prediction)."""
+  import sys  # pylint: disable=import-outside-toplevel
+  sys.path.insert(0, str(REPO))
+  from configs import pretrain  # pylint: disable=import-outside-toplevel
+  from jaxcorr import jobs  # pylint: disable=import-outside-toplevel
+  workdir = tmp_path_factory.mktemp("tiny_pretrain")
+  config = pretrain.get_config("tiny")
+  config.update_from_flattened_dict({
+      "steps": 30, "log_every": 10, "eval_every": 30, "ckpt.every": 30, "data.phantoms": 4,
+      "eval.batches": 1, "batch_size": 4, "eval.batch_size": 4})
+  jobs.run(config, str(workdir))
+  return workdir

@@ -11,6 +11,8 @@ JOBS = {
     "generate": "jaxcorr.jobs.generate",
     "pretrain": "jaxcorr.jobs.pretrain",
     "evaluate": "jaxcorr.jobs.evaluate",
+    "finetune": "jaxcorr.jobs.finetune",
+    "predict": "jaxcorr.jobs.predict",
 }
 
 

@@ -109,3 +109,37 @@ def make_views(geometry_config, volume: Volume) -> tuple[geometry.Views, tuple[i
 
 def write_json(path: str, obj) -> None:
   atomic_write_text(path, json.dumps(obj, indent=2))
+
+
+def read_json(path: str):
+  """The JSON object in `path`; a clear error when it is unreadable or truncated."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path}: not valid JSON ({e}); delete it to have it made again") from e
+
+
+def run_workdir(path: str) -> str:
+  """The training workdir of `path`: the workdir itself, or the one holding a checkpoint
+  directory `<workdir>/{checkpoints,best}/<step>`."""
+  path = os.path.abspath(path)
+  parent = os.path.dirname(path)
+  if os.path.basename(path).isdigit() and os.path.basename(parent) in ("checkpoints", "best"):
+    return os.path.dirname(parent)
+  return path
+
+
+def run_config(path: str):
+  """The resolved config (`config.json`) of the training run at `path` (a workdir or one of
+  its checkpoint directories), as a ConfigDict."""
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  workdir = run_workdir(path)
+  if not os.path.isdir(workdir):
+    raise FileNotFoundError(f"{path}: no such run directory; give the workdir of a "
+                            "pretraining or fine-tuning run, or one of its checkpoints")
+  config_path = os.path.join(workdir, "config.json")
+  if not os.path.exists(config_path):
+    raise FileNotFoundError(f"{path}: no config.json in {workdir}; give the workdir of a "
+                            "training run made by jaxcorr.main")
+  return ml_collections.ConfigDict(read_json(config_path))
