@@ -1,0 +1,157 @@
+"""The `make_sparse` job: a real-like benchmark with known truth, in the user's file formats.
+
+There is no public set of real radiograph pairs with correspondence labels, so this job makes
+one from CTs, as a user would bring it: for every volume, `sparse.studies_per_volume` studies
+of N views drawn by the pretraining view sampler, rendered with an intensity model unlike
+training's (physical attenuation, `config.intensity`) and a fixed radiograph appearance
+(`jaxcorr.data.appearance.REALISTIC`: transmission, quantum noise, scatter, heel effect,
+CR-like window and edge enhancement), upsampled `sparse.upsample` times (radiographs are
+larger than the model's input, so the letterbox really maps), and written as files:
+
+  <workdir>/images/<study>/view0.dcm     MONOCHROME1, 10-bit CR with its pixel spacing
+  <workdir>/images/<study>/view<n>.png   16-bit PNG (n >= 1)
+  <workdir>/truth/<study>.npy            the exact C [P, L, L] of the model's patch grid
+  <workdir>/annotations.jsonl            the sparse annotations (docs/annotations.md)
+
+Annotations, per view pair: `sparse.positives` pairs of points in patches whose exact C is
+above `sparse.positive_min` (0.2, the metrics' positive threshold), and `sparse.negatives` pairs in patches with C at most
+`sparse.negative_max`, each point a uniformly random pixel of its patch (as a person clicks
+somewhere in a structure), in original pixels. `patient` is the CT, so fine-tuning splits by
+CT. Resumable: a study is complete when its line file `studies/<study>.json` exists (written
+last); `annotations.jsonl` is rebuilt from the complete studies at the end.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from jaxcorr.data import appearance, samples
+from jaxcorr.jobs import common, data
+from jaxcorr.labels import pair_indices
+from jaxcorr.xray import io as xray_io
+
+
+def _upsample(image: np.ndarray, m: int) -> np.ndarray:
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  h, w = image.shape
+  return np.asarray(Image.fromarray(image.astype(np.float32), mode="F").resize(
+      (w * m, h * m), Image.BILINEAR))
+
+
+def click_points(rng: np.random.Generator, patches: np.ndarray, grid, patch: int,
+                 m: int) -> np.ndarray:
+  """Random original-pixel points (x, y) [K, 2] inside the given model patches [K].
+
+  A model pixel point q maps to the original point (q + 0.5) m - 0.5 (the letterbox with
+  scale 1 / m and no padding); q is uniform over the patch's pixel area.
+  """
+  _, gw = grid
+  rows, cols = patches // gw, patches % gw
+  q = np.stack([cols, rows], -1) * patch - 0.5 + rng.uniform(0, patch, (len(patches), 2))
+  return np.floor(((q + 0.5) * m - 0.5) * 10) / 10   # 0.1 px, never past the last pixel
+
+
+def sample_pairs(rng, corr: np.ndarray, *, positives: int, negatives: int,
+                 positive_min: float, negative_max: float):
+  """[(p, a, b, label)] entries of C [P, L, L] drawn without replacement per pair."""
+  out = []
+  for p in range(corr.shape[0]):
+    for label, want, ok in ((1, positives, corr[p] > positive_min),
+                            (0, negatives, corr[p] <= negative_max)):
+      a, b = np.nonzero(ok)
+      take = rng.choice(len(a), size=min(want, len(a)), replace=False) if len(a) else []
+      out.extend((p, int(a[t]), int(b[t]), label) for t in take)
+  return out
+
+
+def _write_study(workdir, study, name, images, corr, recipe_spacing, config, rng):
+  s = config.sparse
+  m = int(s.upsample)
+  folder = os.path.join(workdir, "images", study)
+  os.makedirs(folder, exist_ok=True)
+  views = []
+  for n, image in enumerate(images):
+    big = np.clip(_upsample(image, m), 0.0, 1.0)
+    if n == 0:
+      rel = f"images/{study}/view0.dcm"
+      xray_io.write_dicom(os.path.join(workdir, rel), big, spacing=(recipe_spacing / m,) * 2,
+                          photometric="MONOCHROME1", bits_stored=10, modality="CR",
+                          patient_id=os.path.basename(name), body_part=s.body_part)
+    else:
+      rel = f"images/{study}/view{n}.png"
+      xray_io.write_png(os.path.join(workdir, rel), big, bits=16)
+    views.append(rel)
+  common.atomic_save_npy(os.path.join(workdir, "truth", f"{study}.npy"), corr)
+  k = config.labels.patch
+  grid = (images.shape[1] // k, images.shape[2] // k)
+  pairs = pair_indices(len(images))
+  entries = sample_pairs(rng, corr, positives=s.positives, negatives=s.negatives,
+                         positive_min=s.positive_min, negative_max=s.negative_max)
+  clicks = []
+  for p, a, b, label in entries:
+    i, j = (int(v) for v in pairs[p])
+    pa = click_points(rng, np.array([a]), grid, k, m)[0]
+    pb = click_points(rng, np.array([b]), grid, k, m)[0]
+    clicks.append({"a": [i, float(pa[0]), float(pa[1])], "b": [j, float(pb[0]), float(pb[1])],
+                   "label": label})
+  line = {"study": study, "patient": os.path.basename(name), "body_part": s.body_part,
+          "views": views, "pairs": clicks}
+  common.atomic_write_text(os.path.join(workdir, "studies", f"{study}.json"), json.dumps(line))
+
+
+def run(config, workdir: str) -> None:
+  common.prepare_workdir(config, workdir)
+  for sub in ("images", "truth", "studies"):
+    os.makedirs(os.path.join(workdir, sub), exist_ok=True)
+  names = data.list_volumes(config)
+  framing = data.framing(config)
+  look = appearance.REALISTIC
+  done = 0
+  for v, name in enumerate(names):
+    studies = [f"{os.path.basename(name).split('.')[0].replace(':', '')}_{t:03d}"
+               for t in range(config.sparse.studies_per_volume)]
+    todo = [s for s in studies
+            if not os.path.exists(os.path.join(workdir, "studies", f"{s}.json"))]
+    if not todo:
+      continue
+    bank = data.build_bank([name], config)
+    dev = samples.bank_arrays(bank)
+    maker = data.recipe_maker(config, bank)
+    for t, study in enumerate(studies):
+      if study not in todo:
+        continue
+      rng = np.random.default_rng([config.seed, v, t])
+      recipe = maker({"volume": 0}, rng)
+      rec = {k: jnp.asarray(recipe[k]) for k in samples.RECIPE_KEYS}
+      lines, corr = samples.render_one(dev, rec, framing=framing,
+                                       threshold=config.labels.threshold)
+      images = np.asarray(appearance.fixed(lines, look, jax.random.key(int(recipe["seed"]))))
+      spacing = float(framing_spacing(recipe, bank, framing))
+      _write_study(workdir, study, name, images, np.asarray(corr, np.float32), spacing, config,
+                   rng)
+      done += 1
+    logging.info("volume %d/%d (%s): %d studies", v + 1, len(names), name, len(studies))
+  lines = [common.read_json(p) for p in sorted(glob.glob(os.path.join(workdir, "studies",
+                                                                     "*.json")))]
+  common.atomic_write_text(os.path.join(workdir, "annotations.jsonl"),
+                           "".join(json.dumps(line) + "\n" for line in lines))
+  logging.info("%d new studies; %d in %s", done, len(lines),
+               os.path.join(workdir, "annotations.jsonl"))
+
+
+def framing_spacing(recipe, bank, framing) -> float:
+  """Detector pixel spacing (mm) of view 0 of a recipe (its magnified field of view)."""
+  from jaxcorr import geometry  # pylint: disable=import-outside-toplevel
+  h, w = framing.detector_size
+  sdd = float(recipe["sdd"][0])
+  sid = float(recipe["sid"][0])
+  spacing = geometry.fit_pixel_spacing(float(np.max(bank.extent[0])), sid=sid, sdd=sdd,
+                                       detector_size=(h, w))
+  return float(np.mean(spacing)) * framing.fov_scale
