@@ -153,6 +153,19 @@ def augment():
       radiometric=ml_collections.ConfigDict(dict(
           enabled=True, p_invert=0.5, brightness=0.1, contrast=0.2, max_gamma=1.5,
           max_noise=0.02)),
+      # DRR -> radiograph look (docs/appearance.md); replaces the per-view min-max when on.
+      appearance=ml_collections.ConfigDict(dict(
+          enabled=False,
+          p_attenuation=0.8, transmission=(0.005, 0.2),
+          p_noise=0.8, photons=(1e3, 3e6),
+          p_heel=0.5, heel=(0.0, 0.2),
+          p_scatter=0.5, scatter=(0.0, 0.5), scatter_sigma=(0.05, 0.2),
+          p_display=0.8, window_air=(0.0, 0.15), window_low=(0.0, 0.05),
+          window_high=(0.95, 1.0), gamma=(0.67, 1.5), sharpen=(0.0, 1.5),
+          sharpen_radius=(0.005, 0.03),
+          p_shutter=0.2, shutter=(0.02, 0.15), p_shutter_white=0.5,
+          p_glyphs=0.3, glyph_height=(0.04, 0.08), p_glyph_mirror=0.5,
+          p_invert=0.5)),
       geometric=ml_collections.ConfigDict(dict(
           enabled=True, p_flip=0.5, p_rot90=0.5, p_shift=0.5, max_shift=2, p_crop=0.25,
           min_crop=0.5, p_cutout=0.25, max_cutout=0.5)),

@@ -176,3 +176,14 @@ def test_worker_processes_give_the_same_batches(bank):
   for a, b in zip(*streams):
     for k in a:
       np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_appearance_changes_the_views_only(bank):
+  config = _config(**{"augment.radiometric.enabled": False, "augment.geometric.enabled": False})
+  _, (plain,) = _batches(config, bank, 1)
+  config.augment.appearance.enabled = True
+  config.augment.appearance.p_invert = 0.0
+  _, (look,) = _batches(config, bank, 1)
+  np.testing.assert_array_equal(look["corr"], plain["corr"])
+  assert 0 <= look["views"].min() and look["views"].max() <= 1
+  assert np.abs(look["views"] - plain["views"]).mean() > 0.01

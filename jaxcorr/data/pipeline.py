@@ -12,7 +12,8 @@ Chain (per process; `make_dataset`):
 Randomness comes only from the rng Grain hands to `random_map` (a function of the seed and the
 record's position), so the same seed gives the same batches whatever the number of threads.
 The host part yields NumPy dicts; `DeviceBatches` finishes them on the accelerator in one
-jitted function: rendering (on_the_fly), per-view normalisation, radiometric and geometric
+jitted function: rendering (on_the_fly), per-view normalisation (or the radiograph appearance
+model, `appearance.py`), radiometric and geometric
 augmentation, then assembles global arrays over the mesh's data axis
 (`jax.make_array_from_process_local_data`).
 
@@ -38,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcorr import augment, labels
-from jaxcorr.data import radiometric, records, samples
+from jaxcorr.data import appearance as appearance_lib, radiometric, records, samples
 
 MODES = ("on_the_fly", "offline")
 
@@ -49,6 +50,7 @@ class Augment:
 
   radiometric: radiometric.Radiometric | None = radiometric.Radiometric()
   geometric: tuple = ()   # keyword arguments of augment.random_geometric as (name, value) pairs
+  appearance: appearance_lib.Appearance | None = None   # replaces normalize when set
 
   @property
   def geometric_kwargs(self) -> dict:
@@ -116,8 +118,12 @@ def finish_batch(bank, batch, *, framing, threshold, augmentation: Augment, rend
                                        framing=framing, threshold=threshold)
   else:
     views, corr = batch["views"], batch["corr"]
-  views = radiometric.normalize(views)
   keys = jax.vmap(jax.random.key)(batch["seed"])
+  if augmentation.appearance is not None:   # its own key: k_rad and k_geo stay as they were
+    views = jax.vmap(augmentation.appearance)(
+        views, jax.vmap(lambda k: jax.random.fold_in(k, 2))(keys))
+  else:
+    views = radiometric.normalize(views)
   k_rad, k_geo = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
   if augmentation.radiometric is not None:
     views = jax.vmap(augmentation.radiometric)(views, k_rad)

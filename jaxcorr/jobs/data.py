@@ -15,7 +15,7 @@ import numpy as np
 from absl import logging
 
 from jaxcorr.ct import io, phantoms
-from jaxcorr.data import pipeline, radiometric, samples, sampler, volumes
+from jaxcorr.data import appearance, pipeline, radiometric, samples, sampler, volumes
 from jaxcorr.jobs import common
 
 SPLITS = ("train", "validation", "test")
@@ -147,4 +147,6 @@ def augmentation(config, train: bool) -> pipeline.Augment:
                                    max_noise=rad.max_noise) if rad.enabled else None)
   geo = a.geometric
   geometric = tuple((k, geo[k]) for k in sorted(geo.keys()) if k != "enabled") if geo.enabled else ()
-  return pipeline.Augment(radiometric=radio, geometric=geometric)
+  look = (appearance.Appearance.from_config(a.appearance)
+          if "appearance" in a and a.appearance.enabled else None)
+  return pipeline.Augment(radiometric=radio, geometric=geometric, appearance=look)
