@@ -13,6 +13,9 @@ JOBS = {
     "evaluate": "jaxcorr.jobs.evaluate",
     "finetune": "jaxcorr.jobs.finetune",
     "predict": "jaxcorr.jobs.predict",
+    "make_sparse": "jaxcorr.jobs.make_sparse",
+    "evaluate_sparse": "jaxcorr.jobs.evaluate_sparse",
+    "make_fractures": "jaxcorr.jobs.make_fractures",
 }
 
 

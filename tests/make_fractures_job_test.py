@@ -1,0 +1,159 @@
+"""The make_fractures job: balanced labels per volume, splits by volume, record fields, resume
+after a kill, CT folders with a volume that has no long bone, and the reader."""
+
+import json
+import os
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from conftest import REPO
+from jaxcorr.ct import fracture
+from jaxcorr.jobs import data, make_fractures
+
+sys.path.insert(0, str(REPO))
+from configs import make_fractures as fracture_config  # pylint: disable=wrong-import-position
+
+
+def _config(**overrides):
+  config = fracture_config.get_config("tiny")
+  config.data.phantoms = 4
+  config.ct.phantom = "forearm"
+  config.update_from_flattened_dict(overrides)
+  return config
+
+
+def _records(path):
+  from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
+  reader = array_record_module.ArrayRecordReader(str(path))
+  out = [make_fractures.decode(r) for r in reader.read_all()]
+  reader.close()
+  return out
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  path = tmp_path_factory.mktemp("fractures")
+  make_fractures.run(_config(), str(path))
+  return path
+
+
+def test_config_presets_and_checks():
+  default, tiny = fracture_config.get_config(), fracture_config.get_config("tiny")
+  assert default.job == tiny.job == "make_fractures"
+  assert tuple(default.views.detector_size) == (256, 256) and default.labels.patch == 16
+  assert tiny.ct.size == 64 and tiny.data.phantoms == 8 and tiny.generate.samples_per_volume == 4
+  assert default.ct.on_error == "skip"
+  assert set(default.fracture) >= {"gap_mm", "displacement_mm", "angulation_deg", "p_displace"}
+  with pytest.raises(ValueError, match="p_displace=1.5 must be in"):
+    make_fractures.run(_config(**{"fracture.p_displace": 1.5}), "/nonexistent")
+  with pytest.raises(ValueError, match="split_mm=100.0: make_fractures renders whole cubes"):
+    make_fractures.run(_config(**{"data.split_mm": 100.0}), "/nonexistent")
+
+
+def test_labels_are_balanced_per_volume_and_seeded():
+  y = make_fractures.volume_labels(0, 3, 8)
+  assert y.sum() == 4 and len(y) == 8 and y.dtype == np.int32
+  np.testing.assert_array_equal(y, make_fractures.volume_labels(0, 3, 8))
+  assert any(not np.array_equal(y, make_fractures.volume_labels(s, 3, 8)) for s in range(1, 5))
+  odd = make_fractures.volume_labels(0, 3, 5)
+  assert len(odd) == 5 and odd.sum() in (2, 3)
+
+
+def test_shards_split_by_volume_with_balanced_labels(workdir):
+  splits = json.loads((workdir / "splits.json").read_text())
+  manifest = json.loads((workdir / "manifest.json").read_text())
+  names = sorted(n for part in splits.values() for n in part)
+  assert names == [f"phantom:{i}" for i in range(4)]
+  for split in data.SPLITS:
+    volumes = set()
+    for shard in make_fractures.shard_paths(str(workdir), split):
+      recs = _records(shard)
+      assert [r["label"] for r in recs].count(1) == 2 and len(recs) == 4  # half positive
+      volumes |= {r["volume"] for r in recs}
+      assert len({r["volume"] for r in recs}) == 1
+    assert volumes == set(splits[split])  # no volume outside its split
+    assert manifest["labels"][split] == {"positive": 2 * len(volumes),
+                                         "negative": 2 * len(volumes)}
+  assert sum(c["samples"] for c in manifest["counts"].values()) == 16
+  assert manifest["skipped_volumes"] == [] and manifest["config"]["job"] == "make_fractures"
+
+
+def test_records_hold_views_labels_and_fracture_geometry(workdir):
+  recs = _records(make_fractures.shard_paths(str(workdir), "train")[0])
+  threshold = _config().generate.visible_threshold
+  for r in recs:
+    assert r["views"].shape == (2, 64, 64) and r["views"].dtype == np.float32
+    assert np.all(np.isfinite(r["views"])) and r["views"].max() > 1.0
+    assert r["corr"].shape == (1, 16, 16) and 0 <= r["corr"].min() and r["corr"].max() <= 1
+    assert r["corr"].max() > 0.1 and r["negative_kind"] in fracture.NEGATIVE_KINDS
+    assert r["gantry"].shape == (2,) and r["translation"].shape == (3,)
+    np.testing.assert_array_equal(r["visible"], r["change"] >= threshold)
+    if r["label"] == 1:
+      assert r["gap_mm"] == pytest.approx(6.0)
+      assert np.all((r["fracture_px"] > 0) & (r["fracture_px"] < 64))  # whole cube in view
+      assert np.all((r["ray_plane_deg"] >= 0) & (r["ray_plane_deg"] <= 90))
+      assert r["change"].max() > 0.01  # rendering before/after differs
+      if r["displacement_mm"] > 0:
+        assert 4.0 - 1e-4 <= r["displacement_mm"] <= 8.0 + 1e-4 and r["angulation_deg"] >= 5.0
+    else:
+      assert r["gap_mm"] == r["displacement_mm"] == 0 and np.all(np.isnan(r["fracture_px"]))
+      assert not r["change"].any() and not r["visible"].any()
+
+
+def test_resume_rewrites_only_the_missing_shard_identically(workdir):
+  shards = sorted(workdir.glob("*/*.array_record"))
+  victim = sorted((workdir / "train").glob("*.array_record"))[0]
+  others = [p for p in shards if p != victim]
+  before = _records(victim)
+  times = {p: p.stat().st_mtime_ns for p in others}
+  os.remove(victim)
+  (victim.parent / (victim.name + ".partial")).write_bytes(b"half a shard")
+  assert str(victim) not in make_fractures.shard_paths(str(workdir), "train")
+  make_fractures.run(_config(), str(workdir))
+  assert {p: p.stat().st_mtime_ns for p in others} == times
+  after = _records(victim)
+  for a, b in zip(before, after):
+    assert a["label"] == b["label"] and a["volume"] == b["volume"]
+    np.testing.assert_allclose(a["views"], b["views"], atol=1e-3)
+
+
+def _nifti(path, bone):
+  """A 48^3 CT (2 mm voxels): air, a soft-tissue block and `bone` (a rod or a ball) at 1500 HU."""
+  i, j, k = np.meshgrid(*[np.arange(48)] * 3, indexing="ij")
+  hu = np.full((48, 48, 48), -1000, np.int16)
+  hu[8:40, 8:40, 4:44] = 40
+  if bone == "rod":
+    hu[(np.hypot(i - 24, j - 24) < 4) & (k >= 6) & (k < 42)] = 1500
+  else:
+    hu[np.sqrt((i - 24) ** 2 + (j - 24) ** 2 + (k - 24) ** 2) < 6] = 1500
+  nib.save(nib.Nifti1Image(hu, np.diag([2.0, 2.0, 2.0, 1.0])), str(path))
+
+
+def test_ct_folder_with_a_volume_without_long_bone(tmp_path):
+  cts = tmp_path / "cts"
+  cts.mkdir()
+  _nifti(cts / "a_rod.nii.gz", "rod")
+  _nifti(cts / "b_ball.nii.gz", "ball")
+  overrides = {"ct.path": str(cts), "ct.size": 48, "views.detector_size": (48, 48),
+               "generate.with_corr": False, "generate.samples_per_volume": 2,
+               "generate.render_batch": 2, "data.splits": (1.0, 0.0, 0.0),
+               "fracture.gap_mm": 4.0}
+  with pytest.raises(fracture.NoLongBoneError, match="b_ball.nii.gz: no long bone"):
+    make_fractures.run(_config(**overrides, **{"ct.on_error": "raise"}), str(tmp_path / "raise"))
+  out = tmp_path / "skip"
+  make_fractures.run(_config(**overrides, **{"ct.on_error": "skip"}), str(out))
+  manifest = json.loads((out / "manifest.json").read_text())
+  assert [os.path.basename(p) for p in manifest["skipped_volumes"]] == ["b_ball.nii.gz"]
+  assert manifest["labels"]["train"] == {"positive": 1, "negative": 1}
+  (shard,) = make_fractures.shard_paths(str(out), "train")  # the empty shard is left out
+  recs = _records(shard)
+  assert sorted(r["label"] for r in recs) == [0, 1]
+  assert recs[0]["volume"].endswith("a_rod.nii.gz") and recs[0]["corr"].shape == (0,)
+  assert recs[0]["views"].shape == (2, 48, 48)
+  with pytest.raises(FileNotFoundError, match="run python -m jaxcorr.main --config=configs/make"):
+    make_fractures.shard_paths(str(out), "test")
+  with pytest.raises(ValueError, match="allowed: train, validation, test"):
+    make_fractures.shard_paths(str(out), "valid")
