@@ -16,6 +16,8 @@ JOBS = {
     "make_sparse": "jaxcorr.jobs.make_sparse",
     "evaluate_sparse": "jaxcorr.jobs.evaluate_sparse",
     "make_fractures": "jaxcorr.jobs.make_fractures",
+    "classify": "jaxcorr.jobs.classify",
+    "classify_sweep": "jaxcorr.jobs.classify_sweep",
 }
 
 

@@ -1,0 +1,283 @@
+"""Multi-view study classification (the paper's Table 3): a fusion ViT, BCE, AdamW.
+
+Data (`config.studies.source`):
+  'fractures'  the CT-derived fracture benchmark (`jobs.make_fractures` shards in
+               `config.data.shards`): views are DRR line integrals, normalised per view on the
+               device; the exact C of the views rides along for attention guidance.
+  'mura'       the MURA layout under `studies.path` (`data.studies.read_mura`): MURA's 'train'
+               split by patient into train / validation, MURA's 'valid' as the test split.
+  'csv'        a user's studies (`data.studies.read_study_csv`), split by patient 70/10/20.
+Image studies are read once (`xray.io`), letterboxed to `image_size` and kept in memory.
+
+C for guidance (`config.corr.source`): 'exact' (fracture records), 'model' (a frozen
+correspondence model from `corr.checkpoint`, run on each batch on the device), 'none'.
+
+Batch: views float32 [B, N, H, W, 1] in [0, 1], label float32 [B], corr [B, P, L, L] (or a
+[B, 1, 1, 1] placeholder), id int32 [B] (record index within the split).
+Evaluation collects the probabilities of a split in order and scores them with
+`classification_metrics` at a threshold chosen on the validation split.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+
+from jaxcorr import classification_metrics as cm
+from jaxcorr.data import radiometric, studies as studies_lib
+from jaxcorr.jobs import common
+from jaxcorr.models import classifier, transfer
+from jaxcorr.train import sharding, task as task_lib
+from jaxcorr.xray import io as xray_io, letterbox
+
+SOURCES = ("fractures", "mura", "csv")
+CORR_SOURCES = ("exact", "model", "none")
+
+
+def _fracture_sample(record: bytes, with_corr: bool) -> dict:
+  from jaxcorr.jobs import make_fractures  # pylint: disable=import-outside-toplevel
+  r = make_fractures.decode(record)
+  corr = np.asarray(r["corr"], np.float32) if with_corr else np.zeros((1, 1, 1), np.float32)
+  return {"views": np.asarray(r["views"], np.float32), "label": np.float32(r["label"]),
+          "corr": corr}
+
+
+def _image_sample(study, image_size) -> dict:
+  views = []
+  for path in study.paths:
+    xr = xray_io.read_radiograph(path)
+    views.append(letterbox.Letterbox(xr.image.shape, image_size).model_input(xr.image))
+  return {"views": np.stack(views), "label": np.float32(study.label),
+          "corr": np.zeros((1, 1, 1), np.float32)}
+
+
+class _Indexed:
+  """A random-access source of samples (record index attached)."""
+
+  def __init__(self, get, n):
+    self._get, self._n = get, n
+
+  def __len__(self):
+    return self._n
+
+  def __getitem__(self, i):
+    return {**self._get(int(i)), "id": np.int32(i)}
+
+
+class ClassificationTask(task_lib.Task):
+  """Study-level binary classification with the one training loop."""
+
+  def __init__(self, config, workdir: str | None, mesh):
+    self.config = config
+    self.mesh = mesh
+    m = dict(config.model)
+    m["dtype"] = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[m["dtype"]]
+    self.model = classifier.FusionClassifier(**m)
+    self.image_size = tuple(int(s) for s in config.image_size)
+    if config.studies.source not in SOURCES:
+      raise ValueError(f"config.studies.source={config.studies.source!r}; allowed: "
+                       f"{', '.join(SOURCES)}")
+    if config.corr.source not in CORR_SOURCES:
+      raise ValueError(f"config.corr.source={config.corr.source!r}; allowed: "
+                       f"{', '.join(CORR_SOURCES)}")
+    if config.model.guidance != "none" and config.corr.source == "none":
+      raise ValueError("config.model.guidance needs a correspondence matrix: set "
+                       "config.corr.source to 'exact' (fracture data) or 'model'")
+    if config.corr.source == "exact" and config.studies.source != "fractures":
+      raise ValueError("config.corr.source='exact' needs CT-derived data "
+                       "(studies.source='fractures'); use 'model' for radiographs")
+    self.workdir = workdir
+    self._sources = {}
+    self._batch_sharding = sharding.batch_sharding(mesh)
+    n, (h, w) = config.model.max_views, self.image_size
+    self.n_views = n
+    self.grid = (h // 16, w // 16)
+
+  # Data ------------------------------------------------------------------------------------
+
+  def source(self, split: str) -> _Indexed:
+    if split in self._sources:
+      return self._sources[split]
+    c = self.config
+    with_corr = c.corr.source == "exact"
+    if c.studies.source == "fractures":
+      from jaxcorr.jobs import make_fractures  # pylint: disable=import-outside-toplevel
+      data = grain.sources.ArrayRecordDataSource(make_fractures.shard_paths(c.data.shards, split))
+      src = _Indexed(lambda i: _fracture_sample(data[i], with_corr), len(data))
+    else:
+      studies = self._image_studies(split)
+      cache = [_image_sample(s, self.image_size) for s in studies]
+      self.study_ids = getattr(self, "study_ids", {})
+      self.study_ids[split] = [s.study_id for s in studies]
+      src = _Indexed(lambda i: cache[i], len(cache))
+    logging.info("%s: %d studies", split, len(src))
+    self._sources[split] = src
+    return src
+
+  def _image_studies(self, split: str):
+    s = self.config.studies
+    if s.source == "mura":
+      if split == "test":
+        return studies_lib.read_mura(s.path, "valid", body_parts=tuple(s.body_parts),
+                                     n_views=self.n_views)
+      train = studies_lib.read_mura(s.path, "train", body_parts=tuple(s.body_parts),
+                                    n_views=self.n_views)
+      parts = studies_lib.split_by_patient(train, 0.1, self.config.seed)
+      return parts[0] if split == "train" else parts[1]
+    every = studies_lib.read_study_csv(s.path, n_views=self.n_views)
+    rest, test = studies_lib.split_by_patient(every, 0.2, self.config.seed)
+    train, val = studies_lib.split_by_patient(rest, 0.125, self.config.seed)
+    return {"train": train, "validation": val, "test": test}[split]
+
+  def _dataset(self, split: str, *, train: bool, batch_size: int):
+    ds = grain.MapDataset.source(self.source(split))
+    if train:
+      ds = ds.seed(self.config.seed).shuffle().repeat()
+    ds = ds.random_map(lambda r, rng: {**r, "seed": np.uint32(
+        rng.integers(0, 2 ** 32, dtype=np.uint64))}) if train else ds.map(
+            lambda r: {**r, "seed": np.uint32(0)})
+    if train:
+      ds = ds[jax.process_index()::jax.process_count()]
+    ds = ds.batch(batch_size // (jax.process_count() if train else 1), drop_remainder=train)
+    return ds.to_iter_dataset(grain.ReadOptions(num_threads=self.config.data.threads,
+                                                prefetch_buffer_size=2))
+
+  @functools.cached_property
+  def _corr_model(self):
+    """(model, variables) of the frozen correspondence model for corr.source='model'."""
+    from jaxcorr.inference.predictor import Predictor  # pylint: disable=import-outside-toplevel
+    p = Predictor.from_checkpoint(self.config.corr.checkpoint)
+    if p.image_size != self.image_size:
+      raise ValueError(f"config.corr.checkpoint={self.config.corr.checkpoint!r} predicts "
+                       f"{p.image_size} inputs but the classifier takes {self.image_size}")
+    return p.model, jax.device_put(p.variables, sharding.replicated(self.mesh))
+
+  def finish(self, batch: dict, train: bool) -> dict:
+    rad = self.config.augment.radiometric
+    aug = (radiometric.Radiometric(**{k: v for k, v in rad.items() if k != "enabled"})
+           if train and rad.enabled else None)
+    corr_model = self._corr_model if self.config.corr.source == "model" else None
+    return _finish(batch, normalise=self.config.studies.source == "fractures",
+                   augmentation=aug, corr_model=corr_model)
+
+  def train_batches(self):
+    c = self.config
+    if c.batch_size % self.mesh.size:
+      raise ValueError(f"config.batch_size={c.batch_size} must be a multiple of the "
+                       f"{self.mesh.size} devices")
+    return _Batches(self._dataset("train", train=True, batch_size=c.batch_size), self,
+                    self._batch_sharding)
+
+  def batch_spec(self) -> dict:
+    b, n, (h, w) = self.config.batch_size, self.n_views, self.image_size
+    p, l = n * (n - 1) // 2, self.grid[0] * self.grid[1]
+    corr = (b, p, l, l) if self.config.corr.source != "none" else (b, 1, 1, 1)
+    return {"views": jax.ShapeDtypeStruct((b, n, h, w, 1), jnp.float32),
+            "label": jax.ShapeDtypeStruct((b,), jnp.float32),
+            "corr": jax.ShapeDtypeStruct(corr, jnp.float32)}
+
+  # Model -----------------------------------------------------------------------------------
+
+  def _apply(self, params, batch):
+    corr = batch["corr"] if self.config.model.guidance != "none" else None
+    return self.model.apply({"params": params}, batch["views"], corr, train=False)
+
+  def init_variables(self, rng, batch):
+    corr = batch["corr"] if self.config.model.guidance != "none" else None
+    return self.model.init({"params": rng}, batch["views"], corr, train=False)
+
+  def restore_init(self, params, model_state):
+    c = self.config
+    if not (c.init_from or c.init_timm):
+      return params, model_state
+    path = c.init_from or c.init_timm
+    params, report = transfer.load_backbone(params, path)
+    logging.info("backbone initialised from %s:\n%s", path, report.format())
+    if self.workdir:
+      common.write_json(os.path.join(self.workdir, "init_report.json"), report.to_dict())
+    return params, model_state
+
+  def loss_fn(self, params, model_state, batch, rng, *, train=True):
+    del rng
+    logits, _ = self._apply(params, batch)
+    loss = jnp.mean(optax.sigmoid_binary_cross_entropy(logits, batch["label"]))
+    acc = jnp.mean((logits > 0) == (batch["label"] > 0.5))
+    return loss, ({"accuracy": acc}, model_state)
+
+  @functools.cached_property
+  def _predict(self):
+    return jax.jit(lambda params, batch: self._apply(params, batch))
+
+  def predict_split(self, params, split: str, *, keep_attention: bool = False):
+    """(probabilities [S], labels [S], attention or None) of every study of a split, in order."""
+    probs, labels, attention = [], [], []
+    bs = self.config.eval.batch_size
+    for host in self._dataset(split, train=False, batch_size=bs):
+      n = len(host["label"])
+      if n < bs:   # pad the last batch to the compiled size
+        host = {k: np.concatenate([v, np.repeat(v[:1], bs - n, 0)]) for k, v in host.items()}
+      batch = self.finish(host, train=False)
+      logits, aux = self._predict(params, batch)
+      probs.append(np.asarray(jax.nn.sigmoid(logits))[:n])
+      labels.append(np.asarray(host["label"])[:n])
+      if keep_attention:
+        attention.append(np.asarray(aux["attention"])[:n])
+    return (np.concatenate(probs), np.concatenate(labels),
+            np.concatenate(attention) if keep_attention else None)
+
+  def evaluate(self, params, model_state, split: str = "validation") -> dict:
+    probs, labels, _ = self.predict_split(params, split)
+    return cm.binary_metrics(probs, labels, cm.choose_threshold(probs, labels))
+
+
+@functools.partial(jax.jit, static_argnames=("normalise", "augmentation", "corr_model"))
+def _finish_jit(batch, corr_vars, *, normalise, augmentation, corr_model):
+  views = batch["views"]
+  if normalise:
+    views = radiometric.normalize(views)
+  if augmentation is not None:
+    keys = jax.vmap(jax.random.key)(batch["seed"])
+    views = jax.vmap(augmentation)(views, keys)
+  out = {"views": views[..., None], "label": batch["label"], "corr": batch["corr"]}
+  if corr_model is not None:
+    corr, _ = corr_model.apply(corr_vars, radiometric.normalize(batch["views"])[..., None]
+                               if normalise else batch["views"][..., None], train=False)
+    out["corr"] = jax.lax.stop_gradient(corr)
+  return out
+
+
+def _finish(batch, *, normalise, augmentation, corr_model):
+  model, variables = corr_model if corr_model is not None else (None, None)
+  keep = {k: batch[k] for k in ("views", "label", "corr", "seed")}
+  return _finish_jit(keep, variables, normalise=normalise, augmentation=augmentation,
+                     corr_model=model)
+
+
+class _Batches:
+  def __init__(self, dataset, task, sharding_):
+    self._iter = iter(dataset)
+    self._task = task
+    self._sharding = sharding_
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    host = next(self._iter)
+    host = {k: v for k, v in host.items() if k in ("views", "label", "corr", "seed")}
+    host = {k: jax.make_array_from_process_local_data(self._sharding, np.asarray(v))
+            for k, v in host.items()}
+    return self._task.finish(host, train=True)
+
+  def get_state(self):
+    return self._iter.get_state()
+
+  def set_state(self, state):
+    self._iter.set_state(state)
