@@ -53,7 +53,7 @@ def tiny_pretrain_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("tiny_pretrain")
   config = pretrain.get_config("tiny")
   config.update_from_flattened_dict({
-      "steps": 30, "log_every": 10, "eval_every": 30, "ckpt.every": 30, "data.phantoms": 4,
+      "steps": 12, "log_every": 6, "eval_every": 12, "ckpt.every": 12, "data.phantoms": 4,
       "eval.batches": 1, "batch_size": 4, "eval.batch_size": 4})
   jobs.run(config, str(workdir))
   return workdir

@@ -22,7 +22,7 @@ from configs import evaluate_sparse, finetune as finetune_config, make_sparse  #
 def benchmark(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("sparse")
   config = make_sparse.get_config("tiny")
-  config.update_from_flattened_dict({"data.phantoms": 5, "sparse.studies_per_volume": 3})
+  config.update_from_flattened_dict({"data.phantoms": 4, "sparse.studies_per_volume": 2})
   jobs.run(config, str(workdir))
   return workdir
 
@@ -31,7 +31,7 @@ def test_make_sparse_writes_valid_user_files_with_known_truth(benchmark):
   report = annotations.validate(str(benchmark / "annotations.jsonl"))
   assert report.ok, report.format()
   studies = annotations.load_annotations(str(benchmark / "annotations.jsonl"))
-  assert len(studies) == 15 and {s.patient for s in studies} == {f"phantom:{i}" for i in range(5)}
+  assert len(studies) == 8 and {s.patient for s in studies} == {f"phantom:{i}" for i in range(4)}
   for study in studies:
     assert study.views[0].endswith(".dcm") and study.views[1].endswith(".png")
     assert (study.label == 0).sum() == 20 and 1 <= (study.label == 1).sum() <= 3
@@ -52,7 +52,7 @@ def test_make_sparse_resumes_only_missing_studies(benchmark, tmp_path):
   victim.unlink()
   kept = (work / "studies" / sorted(os.listdir(work / "studies"))[0]).stat().st_mtime_ns
   config = make_sparse.get_config("tiny")
-  config.update_from_flattened_dict({"data.phantoms": 5, "sparse.studies_per_volume": 3})
+  config.update_from_flattened_dict({"data.phantoms": 4, "sparse.studies_per_volume": 2})
   jobs.run(config, str(work))
   assert (work / "annotations.jsonl").read_text() == before      # same seeds, same study
   assert (work / "studies" / sorted(os.listdir(work / "studies"))[0]).stat().st_mtime_ns == kept
@@ -63,7 +63,7 @@ def test_splits_by_patient_are_saved_and_reused(benchmark, tmp_path):
   split = finetune.study_splits(studies, (0.6, 0.1, 0.3), 0, str(tmp_path))
   patient = {s.study: s.patient for s in studies}
   groups = [{patient[s] for s in part} for part in split.values()]
-  assert sum(len(g) for g in groups) == 5 and not set.intersection(*groups)
+  assert sum(len(g) for g in groups) == 4 and not set.intersection(*groups)
   assert finetune.study_splits(studies, (0.2, 0.2, 0.6), 1, str(tmp_path)) == split
 
 

@@ -69,8 +69,8 @@ def ensure_data(config, workdir: str) -> None:
     make_fractures.run(config, config.data.shards)
 
 
-def _errors_figure(path, task, params, probs, labels, threshold, count=4):
-  """The most confident test errors, each view with its class-token attention."""
+def _errors_figure(path, task, probs, labels, attention, threshold, count=4):
+  """The most confident test errors, each view with its class-token attention (red)."""
   from PIL import Image, ImageDraw  # pylint: disable=import-outside-toplevel
   wrong = np.nonzero((probs >= threshold) != (labels > 0.5))[0]
   if not len(wrong):
@@ -79,21 +79,20 @@ def _errors_figure(path, task, params, probs, labels, threshold, count=4):
   src = task.source("test")
   tiles = []
   for i in wrong:
-    sample = src[int(i)]
-    batch = {k: np.asarray(sample[k])[None] for k in ("views", "label", "corr")}
-    batch["seed"] = np.zeros(1, np.uint32)
-    finished = task.finish(batch, train=False)
-    _, aux = task._predict(params, finished)   # pylint: disable=protected-access
-    views = np.asarray(finished["views"])[0, ..., 0]
-    att = np.asarray(aux["attention"])[0].mean(axis=1)        # [V, h, w]
+    views = np.asarray(src[int(i)]["views"], np.float32)
+    if task.config.studies.source == "fractures":   # line integrals: as the model sees them
+      lo, hi = views.min(axis=(1, 2), keepdims=True), views.max(axis=(1, 2), keepdims=True)
+      views = (views - lo) / np.where(hi > lo, hi - lo, 1.0)
+    att = attention[i].mean(axis=1)                            # [V, h, w]
     row = []
     for v in range(views.shape[0]):
       grey = (np.clip(views[v], 0, 1) * 255).astype(np.uint8)
-      a = att[min(v, att.shape[0] - 1)] if att.shape[0] > 1 else att[0]
+      a = att[v] if att.shape[0] > 1 else att[0]
+      if att.shape[0] == 1 and task.config.model.fusion == "single" and v > 0:
+        a = np.zeros_like(a)                                  # single: view 0 only
       a = a / max(float(a.max()), 1e-9)
       heat = np.asarray(Image.fromarray((a * 255).astype(np.uint8)).resize(grey.shape[::-1]))
-      rgb = np.stack([np.maximum(grey, heat), grey, grey], -1)
-      row.append(rgb)
+      row.append(np.stack([np.maximum(grey, heat), grey, grey], -1))
     tile = Image.fromarray(np.concatenate(row, 1))
     ImageDraw.Draw(tile).text((2, 2), f"study {int(i)} label {int(labels[i])} "
                                       f"p={probs[i]:.2f}", fill=(255, 255, 0))
@@ -120,7 +119,7 @@ def run(config, workdir: str) -> dict:
   threshold = cm.choose_threshold(val_p, val_y)
   results = {}
   for split in ("validation", "test"):
-    probs, labels, _ = task.predict_split(params, split)
+    probs, labels, attention = task.predict_split(params, split, keep_attention=True)
     results[split] = cm.binary_metrics(probs, labels, threshold)
     text = io_lib.StringIO()
     w = csv.writer(text)
@@ -129,7 +128,7 @@ def run(config, workdir: str) -> dict:
     w.writerows([(ids[i], int(labels[i]), f"{probs[i]:.5f}", int(probs[i] >= threshold))
                  for i in range(len(probs))])
     common.atomic_write_text(os.path.join(workdir, f"predictions_{split}.csv"), text.getvalue())
-  _errors_figure(os.path.join(workdir, "errors.png"), task, params, probs, labels, threshold)
+  _errors_figure(os.path.join(workdir, "errors.png"), task, probs, labels, attention, threshold)
   common.write_json(os.path.join(workdir, "test_metrics.json"), results)
   logging.info("test (threshold %.3f from validation): %s", threshold, results["test"])
   return results
