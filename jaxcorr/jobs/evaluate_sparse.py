@@ -30,7 +30,8 @@ from jaxcorr.xray import annotations as ann_lib
 def row_name(run_dir: str) -> str:
   config = common.run_config(run_dir)
   if config.job == "pretrain":
-    return "zero-shot (pretrained)"
+    look = config.get("augment", {}).get("appearance", {}).get("enabled", False)
+    return "zero-shot (pretrained, appearance randomisation)" if look else "zero-shot (pretrained)"
   if config.model.get("kind") == "pair_mlp":
     return f"baseline: frozen {config.model.backbone} + MLP"
   return "fine-tuned"
