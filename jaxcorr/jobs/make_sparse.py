@@ -83,7 +83,8 @@ def _write_study(workdir, study, name, images, corr, recipe_spacing, config, rng
       rel = f"images/{study}/view0.dcm"
       xray_io.write_dicom(os.path.join(workdir, rel), big, spacing=(recipe_spacing / m,) * 2,
                           photometric="MONOCHROME1", bits_stored=10, modality="CR",
-                          patient_id=os.path.basename(name), body_part=s.body_part)
+                          patient_id=os.path.basename(name),
+                          body_part=s.body_part.upper()[:16])   # DICOM CS: upper case
     else:
       rel = f"images/{study}/view{n}.png"
       xray_io.write_png(os.path.join(workdir, rel), big, bits=16)
