@@ -98,3 +98,25 @@ def test_guidance_without_a_matrix_is_refused(fracture_data, tmp_path):
   config = _config(fracture_data, "early_guided", **{"corr.source": "none"})
   with pytest.raises(ValueError, match="needs a correspondence matrix"):
     jobs.run(config, str(tmp_path))
+
+
+def test_image_studies_read_c_from_npy_beside_the_first_view(tmp_path):
+  from jaxcorr.data import studies  # pylint: disable=import-outside-toplevel
+  from jaxcorr.tasks import classification  # pylint: disable=import-outside-toplevel
+  from jaxcorr.xray import io as xray_io  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  paths = []
+  for name in ("ap.png", "lat.png"):
+    xray_io.write_png(str(tmp_path / name), rng.uniform(size=(40, 64)), bits=8)
+    paths.append(str(tmp_path / name))
+  study = studies.Study("s1", tuple(paths), 1)
+  corr = rng.uniform(size=(1, 16, 16)).astype(np.float32)
+  with pytest.raises(FileNotFoundError, match="ap.corr.npy is missing"):
+    classification._image_sample(study, (64, 64), with_npy=True)   # pylint: disable=protected-access
+  np.save(classification.corr_path(paths[0]), corr)
+  sample = classification._image_sample(study, (64, 64), with_npy=True)   # pylint: disable=protected-access
+  np.testing.assert_array_equal(sample["corr"], corr)
+  assert sample["views"].shape == (2, 64, 64) and sample["label"] == 1
+  np.save(classification.corr_path(paths[0]), corr[:, :4])
+  with pytest.raises(ValueError, match=r"expected \(1, 16, 16\)"):
+    classification._image_sample(study, (64, 64), with_npy=True)   # pylint: disable=protected-access

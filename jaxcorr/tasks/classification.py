@@ -10,7 +10,9 @@ Data (`config.studies.source`):
 Image studies are read once (`xray.io`), letterboxed to `image_size` and kept in memory.
 
 C for guidance (`config.corr.source`): 'exact' (fracture records), 'model' (a frozen
-correspondence model from `corr.checkpoint`, run on each batch on the device), 'none'.
+correspondence model from `corr.checkpoint`, run on each batch on the device), 'npy' (image
+studies: `<view_1 without its suffix>.corr.npy` beside the first view, C [P, L, L] on the
+classifier's patch grid, e.g. a predict job's corr.npy), 'none'.
 
 Batch: views float32 [B, N, H, W, 1] in [0, 1], label float32 [B], corr [B, P, L, L] (or a
 [B, 1, 1, 1] placeholder), id int32 [B] (record index within the split).
@@ -38,7 +40,7 @@ from jaxcorr.train import sharding, task as task_lib
 from jaxcorr.xray import io as xray_io, letterbox
 
 SOURCES = ("fractures", "mura", "csv")
-CORR_SOURCES = ("exact", "model", "none")
+CORR_SOURCES = ("exact", "model", "npy", "none")
 
 
 def _fracture_sample(record: bytes, with_corr: bool) -> dict:
@@ -49,13 +51,29 @@ def _fracture_sample(record: bytes, with_corr: bool) -> dict:
           "corr": corr}
 
 
-def _image_sample(study, image_size) -> dict:
+def corr_path(view_path: str) -> str:
+  """Where corr.source='npy' looks for a study's C: beside its first view."""
+  return os.path.splitext(str(view_path))[0] + ".corr.npy"
+
+
+def _image_sample(study, image_size, with_npy: bool = False) -> dict:
   views = []
   for path in study.paths:
     xr = xray_io.read_radiograph(path)
     views.append(letterbox.Letterbox(xr.image.shape, image_size).model_input(xr.image))
-  return {"views": np.stack(views), "label": np.float32(study.label),
-          "corr": np.zeros((1, 1, 1), np.float32)}
+  corr = np.zeros((1, 1, 1), np.float32)
+  if with_npy:
+    path = corr_path(study.paths[0])
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"study {study.study_id}: {path} is missing; corr.source='npy' "
+                              "reads C [P, L, L] beside the first view (or use 'model')")
+    n, (h, w) = len(study.paths), image_size
+    want = (n * (n - 1) // 2, (h // 16) * (w // 16), (h // 16) * (w // 16))
+    corr = np.load(path).astype(np.float32)
+    if corr.shape != want:
+      raise ValueError(f"{path}: C has shape {corr.shape}, expected {want} for {n} views of "
+                       f"{h} x {w} with 16-pixel patches")
+  return {"views": np.stack(views), "label": np.float32(study.label), "corr": corr}
 
 
 class _Indexed:
@@ -89,7 +107,10 @@ class ClassificationTask(task_lib.Task):
                        f"{', '.join(CORR_SOURCES)}")
     if config.model.guidance != "none" and config.corr.source == "none":
       raise ValueError("config.model.guidance needs a correspondence matrix: set "
-                       "config.corr.source to 'exact' (fracture data) or 'model'")
+                       "config.corr.source to 'exact' (fracture data), 'model' or 'npy'")
+    if config.corr.source == "npy" and config.studies.source == "fractures":
+      raise ValueError("config.corr.source='npy' is for image studies; the fracture records "
+                       "carry the exact C (corr.source='exact')")
     if config.corr.source == "exact" and config.studies.source != "fractures":
       raise ValueError("config.corr.source='exact' needs CT-derived data "
                        "(studies.source='fractures'); use 'model' for radiographs")
@@ -113,7 +134,7 @@ class ClassificationTask(task_lib.Task):
       src = _Indexed(lambda i: _fracture_sample(data[i], with_corr), len(data))
     else:
       studies = self._image_studies(split)
-      cache = [_image_sample(s, self.image_size) for s in studies]
+      cache = [_image_sample(s, self.image_size, c.corr.source == "npy") for s in studies]
       self.study_ids = getattr(self, "study_ids", {})
       self.study_ids[split] = [s.study_id for s in studies]
       src = _Indexed(lambda i: cache[i], len(cache))
