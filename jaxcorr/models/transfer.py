@@ -171,7 +171,7 @@ def load_subtree(target, source, *, target_path: Sequence[str] = ("backbone",),
       hint = " (interpolate_pos=False)" if resizable else ""
       raise ValueError(f"shape mismatch for {name!r}: source {_join(source_path + rel)!r} is "
                        f"{src_shape}, target needs {shape}{hint}.")
-    out[path] = jnp.asarray(value, jnp.asarray(leaf).dtype)
+    out[path] = jnp.asarray(value, leaf.dtype)
     used.add(rel)
   if not used:
     raise ValueError(f"no parameter of source[{_join(source_path)!r}] matches a name under "
