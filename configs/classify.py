@@ -12,8 +12,9 @@ rows x seeds sweep. Commands and what to expect:
   python -m jaxcorr.main --config=configs/pretrain.py:tiny_vit --workdir=/tmp/pretrain_vit
   python -m jaxcorr.main --config=configs/classify.py:cpu,sweep --workdir=/tmp/table3 \
       --config.pretrained=/tmp/pretrain_vit
-      2-core CPU: ViT-Ti/16 at 128 px, the 5 rows x 3 seeds; sweep.md / sweep.csv hold the
-      test accuracy, AUROC, kappa, precision and recall as mean +- std (docs/benchmarks.md).
+      2-core CPU, ~55 min: ViT-Ti/16 at 128 px, 300 steps, the 5 rows x 3 seeds; sweep.md /
+      sweep.csv hold the test accuracy, AUROC, kappa, precision and recall as mean +- std
+      (docs/benchmarks.md: every row is at chance at this scale).
   python -m jaxcorr.main --config=configs/classify.py:default,sweep --workdir=DIR \
       --config.pretrained=PRETRAIN_VIT_S
       one GPU: ViT-S/16 at 256 px (paper, MURA: 73.3 single, 78.7 late, 75.8 early,
@@ -50,7 +51,8 @@ def get_config(arg=None):
     config.generate.visibility = False
     config.fracture.gap_mm = 4.0          # 128^3 cubes: ~2.3 mm voxels
     config.fracture.displacement_mm = 6.0
-  steps = {"tiny": 20, "cpu": 150, "default": 5000}[size_name]
+    config.data.splits = (0.5, 0.25, 0.25)   # 64 validation and 64 test studies
+  steps = {"tiny": 20, "cpu": 300, "default": 5000}[size_name]
   config.update(common.training(steps, learning_rate=3e-4 if not tiny else 1e-3,
                                 batch_size=8 if tiny else 16))
   config.job = "classify_sweep" if row == "sweep" else "classify"
