@@ -136,31 +136,52 @@ def finish_batch(bank, batch, *, framing, threshold, augmentation: Augment, rend
           "pairs": jnp.asarray(labels.pair_indices(n), jnp.int32), "volume": batch["volume"]}
 
 
-class DeviceBatches:
-  """Iterator of finished global batches; its state is the Grain iterator's (checkpointable)."""
+class Batches:
+  """Iterator of finished global batches: each host batch of `dataset` is assembled into global
+  arrays over `sharding` (when given) and passed to `finish` (a jitted device function).
 
-  def __init__(self, dataset: grain.IterDataset, *, bank=None, framing, threshold: float,
-               augmentation: Augment, render: bool, sharding=None):
+  Its state is the Grain iterator's, so a checkpoint resumes the stream exactly. Every task's
+  training batches go through this one class; only `finish` differs.
+  """
+
+  def __init__(self, dataset: grain.IterDataset, finish, *, sharding=None, keys=None):
     self._iter = iter(dataset)
-    self._bank = bank
-    self._kw = dict(framing=framing, threshold=threshold, augmentation=augmentation,
-                    render=render)
+    self._finish = finish
     self._sharding = sharding
-    self.rejected = 0
+    self._keys = keys
 
   def __iter__(self):
     return self
 
-  def __next__(self) -> dict:
+  def _host(self) -> dict:
     host = next(self._iter)
-    self.rejected += int(np.sum(host["rejected"]))
+    return host if self._keys is None else {k: host[k] for k in self._keys}
+
+  def __next__(self) -> dict:
+    host = self._host()
     if self._sharding is not None:
       host = {k: jax.make_array_from_process_local_data(self._sharding, np.asarray(v))
               for k, v in host.items()}
-    return finish_batch(self._bank, host, **self._kw)
+    return self._finish(host)
 
   def get_state(self):
     return self._iter.get_state()
 
   def set_state(self, state) -> None:
     self._iter.set_state(state)
+
+
+class DeviceBatches(Batches):
+  """Correspondence batches (`finish_batch`), counting the redrawn samples in `rejected`."""
+
+  def __init__(self, dataset: grain.IterDataset, *, bank=None, framing, threshold: float,
+               augmentation: Augment, render: bool, sharding=None):
+    super().__init__(dataset, functools.partial(
+        finish_batch, bank, framing=framing, threshold=threshold, augmentation=augmentation,
+        render=render), sharding=sharding)
+    self.rejected = 0
+
+  def _host(self) -> dict:
+    host = super()._host()
+    self.rejected += int(np.sum(host["rejected"]))
+    return host

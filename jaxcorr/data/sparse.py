@@ -14,8 +14,8 @@ Only the masked entries enter the loss and the metrics (`gather`, `masked_mse`):
 unannotated patch pair says nothing, it is not a negative.
 
 The Grain chain (`make_dataset`) shuffles sample indices, draws an augmentation seed per
-record, and batches; `SparseBatches` finishes a batch on the device (radiometric augmentation
-during training) and keeps the Grain iterator's state for checkpoints. Evaluation walks a
+record, and batches; `finish` completes a batch on the device (radiometric augmentation
+during training), through `pipeline.Batches` like every task's batches. Evaluation walks a
 split once in order (`eval_batches`), padding the last batch with masked-out copies.
 """
 
@@ -28,7 +28,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcorr.data import radiometric as radiometric_lib
 from jaxcorr.xray import annotations as ann_lib
 from jaxcorr.xray import io as xray_io
 from jaxcorr.xray import letterbox as lb_lib
@@ -98,32 +97,6 @@ def finish(batch: dict, augmentation=None) -> dict:
     keys = jax.vmap(jax.random.key)(batch["seed"])
     views = jax.vmap(augmentation)(views, keys)
   return {**{k: batch[k] for k in KEYS if k != "views"}, "views": views[..., None]}
-
-
-class SparseBatches:
-  """Finished global training batches; the state is the Grain iterator's."""
-
-  def __init__(self, dataset: grain.IterDataset, *, sharding=None,
-               augmentation: radiometric_lib.Radiometric | None = None):
-    self._iter = iter(dataset)
-    self._sharding = sharding
-    self._augmentation = augmentation
-
-  def __iter__(self):
-    return self
-
-  def __next__(self) -> dict:
-    host = next(self._iter)
-    if self._sharding is not None:
-      host = {k: jax.make_array_from_process_local_data(self._sharding, np.asarray(v))
-              for k, v in host.items()}
-    return finish(host, self._augmentation)
-
-  def get_state(self):
-    return self._iter.get_state()
-
-  def set_state(self, state) -> None:
-    self._iter.set_state(state)
 
 
 def eval_batches(samples: list[dict], batch_size: int):

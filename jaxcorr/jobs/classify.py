@@ -124,7 +124,7 @@ def run(config, workdir: str) -> dict:
     text = io_lib.StringIO()
     w = csv.writer(text)
     w.writerow(["study", "label", "probability", "prediction"])
-    ids = getattr(task, "study_ids", {}).get(split) or list(range(len(probs)))
+    ids = task.study_ids.get(split) or list(range(len(probs)))
     w.writerows([(ids[i], int(labels[i]), f"{probs[i]:.5f}", int(probs[i] >= threshold))
                  for i in range(len(probs))])
     common.atomic_write_text(os.path.join(workdir, f"predictions_{split}.csv"), text.getvalue())

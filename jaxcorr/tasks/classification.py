@@ -33,7 +33,7 @@ import optax
 from absl import logging
 
 from jaxcorr import classification_metrics as cm
-from jaxcorr.data import radiometric, studies as studies_lib
+from jaxcorr.data import pipeline, radiometric, studies as studies_lib
 from jaxcorr.jobs import common
 from jaxcorr.models import classifier, transfer
 from jaxcorr.train import sharding, task as task_lib
@@ -116,6 +116,7 @@ class ClassificationTask(task_lib.Task):
                        "(studies.source='fractures'); use 'model' for radiographs")
     self.workdir = workdir
     self._sources = {}
+    self.study_ids = {}    # split -> study ids, for image studies (record order)
     self._batch_sharding = sharding.batch_sharding(mesh)
     n, (h, w) = config.model.max_views, self.image_size
     self.n_views = n
@@ -135,7 +136,6 @@ class ClassificationTask(task_lib.Task):
     else:
       studies = self._image_studies(split)
       cache = [_image_sample(s, self.image_size, c.corr.source == "npy") for s in studies]
-      self.study_ids = getattr(self, "study_ids", {})
       self.study_ids[split] = [s.study_id for s in studies]
       src = _Indexed(lambda i: cache[i], len(cache))
     logging.info("%s: %d studies", split, len(src))
@@ -193,8 +193,9 @@ class ClassificationTask(task_lib.Task):
     if c.batch_size % self.mesh.size:
       raise ValueError(f"config.batch_size={c.batch_size} must be a multiple of the "
                        f"{self.mesh.size} devices")
-    return _Batches(self._dataset("train", train=True, batch_size=c.batch_size), self,
-                    self._batch_sharding)
+    return pipeline.Batches(self._dataset("train", train=True, batch_size=c.batch_size),
+                            functools.partial(self.finish, train=True),
+                            sharding=self._batch_sharding, keys=("views", "label", "corr", "seed"))
 
   def batch_spec(self) -> dict:
     b, n, (h, w) = self.config.batch_size, self.n_views, self.image_size
@@ -279,26 +280,3 @@ def _finish(batch, *, normalise, augmentation, corr_model):
   keep = {k: batch[k] for k in ("views", "label", "corr", "seed")}
   return _finish_jit(keep, variables, normalise=normalise, augmentation=augmentation,
                      corr_model=model)
-
-
-class _Batches:
-  def __init__(self, dataset, task, sharding_):
-    self._iter = iter(dataset)
-    self._task = task
-    self._sharding = sharding_
-
-  def __iter__(self):
-    return self
-
-  def __next__(self):
-    host = next(self._iter)
-    host = {k: v for k, v in host.items() if k in ("views", "label", "corr", "seed")}
-    host = {k: jax.make_array_from_process_local_data(self._sharding, np.asarray(v))
-            for k, v in host.items()}
-    return self._task.finish(host, train=True)
-
-  def get_state(self):
-    return self._iter.get_state()
-
-  def set_state(self, state):
-    self._iter.set_state(state)

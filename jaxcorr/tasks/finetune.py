@@ -24,7 +24,7 @@ import numpy as np
 from absl import logging
 
 from jaxcorr import metrics
-from jaxcorr.data import radiometric, sparse
+from jaxcorr.data import pipeline, radiometric, sparse
 from jaxcorr.jobs import common, data as data_lib
 from jaxcorr.models import transfer
 from jaxcorr.tasks import correspondence
@@ -132,7 +132,8 @@ class FinetuneTask(task_lib.Task):
     rad = c.augment.radiometric
     aug = radiometric.Radiometric(**{k: v for k, v in rad.items() if k != "enabled"}) \
         if rad.enabled else None
-    return sparse.SparseBatches(ds, sharding=self._batch_sharding, augmentation=aug)
+    return pipeline.Batches(ds, functools.partial(sparse.finish, augmentation=aug),
+                            sharding=self._batch_sharding)
 
   @functools.cached_property
   def _scores(self):
