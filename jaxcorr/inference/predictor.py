@@ -45,11 +45,13 @@ MAX_SCALE_RATIO = 8.0
 
 @dataclasses.dataclass
 class Prepared:
-  """One study ready for the model: images [N, H, W] and each view's letterbox and name."""
+  """One study ready for the model: images [N, H, W], and per view its letterbox, name, pixel
+  spacing and the image as read (for pictures of the result)."""
   images: np.ndarray
   boxes: list
   names: list
   spacings: list
+  originals: list
 
 
 class Predictor:
@@ -92,7 +94,7 @@ class Predictor:
     if isinstance(views, (str, np.ndarray)) or len(views) < 2:
       raise ValueError(f"a study needs at least 2 views, got {_describe(views)}; pass a list "
                        "of 2 or more image paths or arrays")
-    images, boxes, names, spacings = [], [], [], []
+    images, boxes, names, spacings, originals = [], [], [], [], []
     for n, view in enumerate(views):
       if isinstance(view, np.ndarray):
         image, name, spacing = np.asarray(view, np.float32), f"array {n}", None
@@ -106,13 +108,14 @@ class Predictor:
       boxes.append(box)
       names.append(name)
       spacings.append(spacing)
+      originals.append(image)
     scales = [b.scale for b in boxes]
     if max(scales) > MAX_SCALE_RATIO * min(scales):
       small = names[int(np.argmax(scales))]
       raise ValueError(f"views of very different sizes: {small} is {max(scales) / min(scales):.0f}x "
                        f"smaller than {names[int(np.argmin(scales))]}; pass full-size images "
                        "of the same study")
-    return Prepared(np.stack(images), boxes, names, spacings)
+    return Prepared(np.stack(images), boxes, names, spacings, originals)
 
   # Forward ---------------------------------------------------------------------------------
 

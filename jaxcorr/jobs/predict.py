@@ -33,7 +33,6 @@ from jaxcorr.inference import export as export_lib
 from jaxcorr.inference.predictor import Predictor
 from jaxcorr.jobs import common
 from jaxcorr.labels import pair_indices
-from jaxcorr.xray import io as xray_io
 
 PREVIEW = 768   # longest side of the display images in predict.png and viewer.html
 
@@ -104,9 +103,7 @@ def write_outputs(out_dir: str, predictor: Predictor, views, prepared, corr, con
                 (m[f"x_{side}"], m[f"y_{side}"]), spacing))
     w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in m.items()})
   common.atomic_write_text(os.path.join(out_dir, "matches.csv"), text.getvalue())
-  originals = [xray_io.read_radiograph(v).image if isinstance(v, str) else np.asarray(v)
-               for v in views]
-  displays = [_display(o) for o in originals]
+  displays = [_display(o) for o in prepared.originals]
   rects = [viewer.patch_rects(predictor.grid, predictor.patch, b.scale, tuple(b.offset),
                               b.shape, d.shape) for b, d in zip(prepared.boxes, displays)]
   centres = [b.patch_center(np.arange(predictor.grid[0] * predictor.grid[1]), predictor.patch)
