@@ -28,7 +28,6 @@ import json
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
@@ -36,6 +35,9 @@ from jaxcorr.data import appearance, samples
 from jaxcorr.jobs import common, data
 from jaxcorr.labels import pair_indices
 from jaxcorr.xray import io as xray_io
+
+
+_look = jax.jit(appearance.fixed)   # compiled once, not dispatched op by op per study
 
 
 def _upsample(image: np.ndarray, m: int) -> np.ndarray:
@@ -130,10 +132,11 @@ def run(config, workdir: str) -> None:
         continue
       rng = np.random.default_rng([config.seed, v, t])
       recipe = maker({"volume": 0}, rng)
-      rec = {k: jnp.asarray(recipe[k]) for k in samples.RECIPE_KEYS}
-      lines, corr = samples.render_one(dev, rec, framing=framing,
-                                       threshold=config.labels.threshold)
-      images = np.asarray(appearance.fixed(lines, look, jax.random.key(int(recipe["seed"]))))
+      rec = {k: np.asarray(recipe[k])[None] for k in samples.RECIPE_KEYS}   # a batch of one
+      lines, corr = samples.render_batch(dev, rec, framing=framing,
+                                         threshold=config.labels.threshold)
+      images = np.asarray(_look(lines[0], look, jax.random.key(int(recipe["seed"]))))
+      corr = corr[0]
       spacing = float(framing_spacing(recipe, bank, framing))
       _write_study(workdir, study, name, images, np.asarray(corr, np.float32), spacing, config,
                    rng)
