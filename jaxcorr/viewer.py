@@ -1,6 +1,7 @@
 """An interactive HTML page for checking a many-to-many patch correspondence by eye.
 
-`write_viewer` writes one self-contained HTML file (images as base64 PNG data URIs, the
+`write_viewer` writes one self-contained HTML file (the template, with its inline script, is
+`viewer_page.html` beside this module) (images as base64 PNG data URIs, the
 matrices quantised to uint8 and base64-encoded, inline script and style, nothing fetched): hover
 a patch in any view and the patches of every other view whose correspondence with it is above
 the threshold light up as a heat overlay, opaque in proportion to the score.
@@ -42,6 +43,7 @@ to open the page on a chosen patch and threshold.
 from __future__ import annotations
 
 import base64
+import importlib.resources
 import io
 import json
 import os
@@ -50,6 +52,12 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image
+
+
+def _page() -> str:
+  """The page template (viewer_page.html, shipped with the package): HTML, style and script,
+  with the placeholder __DATA__ for the JSON payload."""
+  return importlib.resources.files("jaxcorr").joinpath("viewer_page.html").read_text("utf-8")
 
 
 def patch_rects(grid: tuple[int, int], patch: int, scale: float, offset: tuple[float, float],
@@ -217,7 +225,7 @@ def viewer_html(images: Sequence[np.ndarray], rects, corr, pairs, *, threshold: 
   data = _payload(images, rects, corr, pairs, threshold, titles, pixel_coords, grids)
   # "<" escaped so no string in the data can close the script element.
   blob = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")
-  return _PAGE.replace("__DATA__", blob)
+  return _page().replace("__DATA__", blob)
 
 
 def write_viewer(path: str, images: Sequence[np.ndarray], rects, corr, pairs, *,
@@ -254,257 +262,3 @@ def write_viewer(path: str, images: Sequence[np.ndarray], rects, corr, pairs, *,
       os.remove(tmp)
     raise
   return path
-
-
-_PAGE = r"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>jaxcorr correspondence viewer</title>
-<style>
-body { font: 13px sans-serif; background: #222; color: #eee; margin: 8px; }
-#bar { display: flex; gap: 16px; align-items: center; flex-wrap: wrap; margin-bottom: 6px; }
-#readout { font-family: monospace; white-space: pre; }
-#views { display: flex; flex-wrap: wrap; gap: 10px; align-items: flex-start; }
-.view { display: flex; flex-direction: column; }
-.view canvas { display: block; max-width: var(--maxw); height: auto; cursor: crosshair; }
-.view .title { padding: 2px 0; }
-#state { display: none; }
-</style></head>
-<body>
-<div id="bar">
-<label>threshold <input id="threshold" type="range" min="0" max="1" step="0.001">
-<span id="tval"></span></label>
-<span>hover a patch; click pins it (click again or Escape to unpin)</span>
-</div>
-<div id="readout"></div>
-<div id="views"></div>
-<pre id="state">{}</pre>
-<script type="application/json" id="data">__DATA__</script>
-<script>
-"use strict";
-(function () {
-  const DATA = JSON.parse(document.getElementById("data").textContent);
-  const views = DATA.views;
-  const K = views.length;
-  function bytes(b64) {
-    const bin = atob(b64);
-    const out = new Uint8Array(bin.length);
-    for (let n = 0; n < bin.length; n++) out[n] = bin.charCodeAt(n);
-    return out;
-  }
-  const pairs = DATA.pairs.map(p => ({i: p.i, j: p.j, rows: p.rows, cols: p.cols, q: bytes(p.q)}));
-  const state = {selected: null, pinned: false, hover: null, threshold: DATA.threshold};
-  let highlighted = {};
-  const slider = document.getElementById("threshold");
-  const tval = document.getElementById("tval");
-  const readout = document.getElementById("readout");
-  const stateEl = document.getElementById("state");
-  document.documentElement.style.setProperty(
-    "--maxw", "calc((100vw - " + (20 + 10 * K) + "px) / " + Math.min(K, 3) + ")");
-
-  const canvases = [], imgs = [], labels = [];
-  // Small previews are enlarged (by one factor, up to 4x) so patches are easy to point at.
-  const largest = Math.max(...views.map(v => Math.max(v.width, v.height)));
-  const zoom = Math.max(1, Math.min(4, Math.floor(400 / largest)));
-  views.forEach((v, n) => {
-    const box = document.createElement("div");
-    box.className = "view";
-    const title = document.createElement("div");
-    title.className = "title";
-    const canvas = document.createElement("canvas");
-    canvas.width = v.width;
-    canvas.height = v.height;
-    canvas.dataset.view = n;
-    canvas.style.width = "min(var(--maxw), " + (v.width * zoom) + "px)";
-    box.appendChild(title);
-    box.appendChild(canvas);
-    document.getElementById("views").appendChild(box);
-    const img = new Image();
-    img.onload = () => draw(n);
-    img.src = v.png;
-    canvases.push(canvas);
-    imgs.push(img);
-    labels.push(title);
-    canvas.addEventListener("mousemove", ev => onMove(n, ev));
-    canvas.addEventListener("mouseleave", () => onLeave());
-    canvas.addEventListener("click", ev => onClick(n, ev));
-  });
-
-  function patchAt(v, x, y) {
-    const R = views[v].rects;
-    for (let a = 0; a < R.length; a++) {
-      const r = R[a];
-      if (x >= r[0] && x < r[2] && y >= r[1] && y < r[3]) return a;
-    }
-    return -1;
-  }
-  function toImage(v, ev) {
-    const c = canvases[v], b = c.getBoundingClientRect();
-    return [(ev.clientX - b.left) * c.width / b.width,
-            (ev.clientY - b.top) * c.height / b.height];
-  }
-  function same(a, b) {
-    if (a === null || b === null) return a === b;
-    return a.view === b.view && a.patch === b.patch;
-  }
-  function onMove(v, ev) {
-    const [x, y] = toImage(v, ev);
-    const a = patchAt(v, x, y);
-    const hover = a < 0 ? null : {view: v, patch: a};
-    if (same(hover, state.hover)) return;
-    state.hover = hover;
-    if (!state.pinned) state.selected = hover;
-    update();
-  }
-  function onLeave() {
-    state.hover = null;
-    if (!state.pinned) state.selected = null;
-    update();
-  }
-  function onClick(v, ev) {
-    const [x, y] = toImage(v, ev);
-    const a = patchAt(v, x, y);
-    if (a < 0) return;
-    const hit = {view: v, patch: a};
-    if (state.pinned && same(hit, state.selected)) {
-      state.pinned = false;
-    } else {
-      state.selected = hit;
-      state.pinned = true;
-    }
-    state.hover = hit;
-    update();
-  }
-  document.addEventListener("keydown", ev => {
-    if (ev.key === "Escape" && state.pinned) {
-      state.pinned = false;
-      state.selected = null;
-      update();
-    }
-  });
-  slider.addEventListener("input", () => {
-    state.threshold = parseFloat(slider.value);
-    update();
-  });
-
-  // Patches with an empty rectangle (all letterbox padding) cannot be shown or counted.
-  const visible = views.map(v => v.rects.map(r => r[2] > r[0] && r[3] > r[1]));
-
-  // Scores of every other view against patch `a` of view `v`: a row or a column of C
-  // (null for a patch that is not visible).
-  function scores(v, a) {
-    const out = {};
-    for (const p of pairs) {
-      if (p.i === v) {
-        const s = new Array(p.cols), base = a * p.cols;
-        for (let b = 0; b < p.cols; b++) s[b] = visible[p.j][b] ? p.q[base + b] / 255 : null;
-        out[p.j] = s;
-      } else if (p.j === v) {
-        const s = new Array(p.rows);
-        for (let b = 0; b < p.rows; b++) s[b] = visible[p.i][b] ? p.q[b * p.cols + a] / 255 : null;
-        out[p.i] = s;
-      }
-    }
-    return out;
-  }
-  function outline(ctx, r, colour, width, dash) {
-    ctx.save();
-    ctx.strokeStyle = colour;
-    ctx.lineWidth = width;
-    ctx.setLineDash(dash);
-    ctx.strokeRect(r[0] + width / 2, r[1] + width / 2, r[2] - r[0] - width, r[3] - r[1] - width);
-    ctx.restore();
-  }
-  function draw(v) {
-    const c = canvases[v], ctx = c.getContext("2d");
-    ctx.clearRect(0, 0, c.width, c.height);
-    if (imgs[v].complete) ctx.drawImage(imgs[v], 0, 0, c.width, c.height);
-    const R = views[v].rects;
-    const line = Math.max(1, Math.round(c.width / 256));
-    for (const [b, s] of highlighted[v] || []) {
-      const r = R[b];
-      // Yellow and faint for weak scores, red and opaque for strong ones.
-      const green = Math.round(220 - 180 * s), alpha = (0.2 + 0.7 * s).toFixed(3);
-      ctx.fillStyle = "rgba(255," + green + ",0," + alpha + ")";
-      ctx.fillRect(r[0], r[1], r[2] - r[0], r[3] - r[1]);
-    }
-    const sel = state.selected, hov = state.hover;
-    if (hov && hov.view === v && !same(hov, sel)) {
-      outline(ctx, R[hov.patch], "#fff", line, [3 * line, 2 * line]);
-    }
-    if (sel && sel.view === v) {
-      outline(ctx, R[sel.patch], state.pinned ? "#0f0" : "#ff0", 2 * line, []);
-    }
-  }
-  function describe(sel) {
-    const v = views[sel.view], gw = v.grid[1];
-    const xy = v.coords[sel.patch];
-    return {view: sel.view, patch: sel.patch, row: Math.floor(sel.patch / gw),
-            col: sel.patch % gw, x: xy[0], y: xy[1]};
-  }
-  function update() {
-    highlighted = {};
-    const t = state.threshold;
-    if (state.selected) {
-      const sc = scores(state.selected.view, state.selected.patch);
-      for (const w in sc) {
-        const list = [];
-        sc[w].forEach((s, b) => { if (s !== null && s > t) list.push([b, s]); });
-        highlighted[w] = list;
-      }
-    }
-    const hl = {}, counts = {};
-    for (const w in highlighted) {
-      hl[w] = highlighted[w].map(e => e[0]);
-      counts[w] = hl[w].length;
-    }
-    const sel = state.selected ? describe(state.selected) : null;
-    tval.textContent = t.toFixed(3);
-    views.forEach((v, n) => {
-      let text = v.title + "  (" + v.grid[0] + "x" + v.grid[1] + " patches)";
-      if (n in counts) text += ": " + counts[n] + " above " + t.toFixed(3);
-      labels[n].textContent = text;
-      draw(n);
-    });
-    if (sel) {
-      const others = Object.keys(counts).map(w => views[w].title + ": " + counts[w]).join(", ");
-      readout.textContent = (state.pinned ? "pinned " : "") + views[sel.view].title +
-        "  patch " + sel.patch + " (row " + sel.row + ", col " + sel.col + ")" +
-        "  original pixel x=" + sel.x.toFixed(1) + " y=" + sel.y.toFixed(1) +
-        "\nhighlighted: " + (others || "no other view has a matrix with this one");
-    } else {
-      readout.textContent = "no patch selected\n ";
-    }
-    stateEl.textContent = JSON.stringify({selected: sel, pinned: state.pinned, threshold: t,
-                                          highlighted: hl, counts: counts});
-  }
-
-  // The documented test hook: #threshold=T&test-move=V,X,Y&test-click=V,X,Y&test-key=Escape,
-  // applied in order.
-  function runHook() {
-    const params = new URLSearchParams(location.hash.slice(1));
-    for (const [key, value] of params) {
-      if (key === "threshold") {
-        slider.value = value;
-        slider.dispatchEvent(new Event("input", {bubbles: true}));
-      } else if (key === "test-click" || key === "test-move") {
-        const [v, x, y] = value.split(",").map(Number);
-        const c = canvases[v], b = c.getBoundingClientRect();
-        c.dispatchEvent(new MouseEvent(key === "test-click" ? "click" : "mousemove", {
-          bubbles: true, cancelable: true, view: window,
-          clientX: b.left + x * b.width / c.width, clientY: b.top + y * b.height / c.height}));
-      } else if (key === "test-key") {
-        document.dispatchEvent(new KeyboardEvent("keydown", {key: value, bubbles: true}));
-      }
-    }
-    document.body.dataset.ready = "1";
-  }
-
-  // The hook does not wait for the images: the state needs only the layout, and decoding is
-  // outside the virtual time that headless runs (--virtual-time-budget) wait for.
-  slider.value = state.threshold;
-  update();
-  runHook();
-})();
-</script>
-</body></html>
-"""
