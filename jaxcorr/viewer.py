@@ -1,10 +1,10 @@
 """An interactive HTML page for checking a many-to-many patch correspondence by eye.
 
-`write_viewer` writes one self-contained HTML file (the template, with its inline script, is
-`viewer_page.html` beside this module) (images as base64 PNG data URIs, the
+`write_viewer` writes one self-contained HTML file (images as base64 PNG data URIs, the
 matrices quantised to uint8 and base64-encoded, inline script and style, nothing fetched): hover
 a patch in any view and the patches of every other view whose correspondence with it is above
-the threshold light up as a heat overlay, opaque in proportion to the score.
+the threshold light up as a heat overlay, opaque in proportion to the score. The page's
+template, with its script, is `viewer_page.html` beside this module.
 
 Inputs, for a study of K >= 2 views:
 
