@@ -13,8 +13,9 @@ Commands and what to expect:
       256^2 views, batch 16, Adam 1e-4 with cosine decay; paper: AP 85.0 on simulated test data.
       It also runs on a CPU, slowly (2 cores: ~41 s a step, a loss line every 10 steps).
   python -m jaxcorr.main --config=configs/pretrain.py:tiny_vit --workdir=/tmp/pretrain_vit
-      2-core CPU, ~10 min: a ViT-Ti/16 backbone at 128 px (+ a 2-layer encoder) for the
-      classifier's correspondence initialisation (configs/classify.py, Table 3).
+      2-core CPU, ~4 min (300 steps): a ViT-Ti/16 backbone at 128 px (+ a 2-layer encoder) for
+      the classifier's correspondence initialisation (configs/classify.py, Table 3); in 300
+      CPU steps it barely learns correspondences (held-out AP 0.35%, docs/benchmarks.md).
   python -m jaxcorr.main --config=configs/pretrain.py:vit --workdir=DIR
       one GPU: the paper_vit model (ViT-S/16 backbone) at 256 px, for ViT-S classifiers.
 Switches: model.attention in {none, superglue, loftr, transformer_mp, transformer} (Table 1),
