@@ -5,7 +5,7 @@ Presets: SIZE or SIZE,ROW, with SIZE in tiny | cpu | default and ROW one of the 
 single | late | early | early_pretrained | early_guided (default: early), or SIZE,sweep for the
 rows x seeds sweep. Commands and what to expect:
   python -m jaxcorr.main --config=configs/classify.py:tiny --workdir=/tmp/classify
-      2-core CPU, ~2 min: makes the tiny fracture benchmark (8 phantoms at 64^3, 2 views of
+      2-core CPU, ~15 s: makes the tiny fracture benchmark (8 phantoms at 64^3, 2 views of
       64 px) in /tmp/classify/data, trains a 2-layer test ViT (early fusion) for 20 steps,
       writes test_metrics.json, predictions_*.csv and errors.png. Accuracy is near chance:
       it only shows the path works.
