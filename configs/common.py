@@ -85,7 +85,8 @@ def drr():
   """Projector settings (`config.drr`)."""
   return ml_collections.ConfigDict(dict(
       dtype="float32",     # volume storage on the device: float32 | bfloat16
-      batch_size=16384,    # rays per chunk
+      method="clipped",    # clipped (each ray only through the CT's non-zero box) | dense
+      batch_size=4096,     # rays per marching group (clipped) or per chunk (dense)
   ))
 
 

@@ -22,11 +22,17 @@ The integrand is linear in the volume, so the projector is an exact linear opera
 Jacobian is the system matrix used for the correspondence labels) and it is differentiable
 with respect to the volume and, through the sample positions and dl, the geometry.
 
-Static shapes. The number of planes per ray is the volume's largest dimension, fixed at trace
-time; planes beyond the dominant axis' own size, or outside [0, 1] in t, are masked. The ray
-function is written for one ray and vmapped; `lax.map(..., batch_size=...)` walks the rays in
-chunks so a 512^3 volume and a 512^2 detector fit in memory. Accumulation is float32 whatever
-the volume's dtype (bfloat16 halves its memory and gather bandwidth).
+Two ways to walk the sum, same result (up to the order of the float32 additions):
+  dense      every ray reads max(X, Y, Z) planes (static shapes); planes beyond the dominant
+             axis' own size, or outside [0, 1] in t, are masked. The ray function is written
+             for one ray and vmapped; `lax.map(..., batch_size=...)` walks the rays in chunks
+             so a 512^3 volume and a 512^2 detector fit in memory. Differentiable (jvp, vjp).
+  clipped    (the default) each ray reads only the planes where it crosses the box of the
+             volume's non-zero voxels (`content_box`), in tiles of neighbouring rays sorted by
+             length (`jaxcorr.ray_march`). On CTs padded to a cube with air this skips most of
+             the samples (95% for a 256^3 pelvis CT). Its derivatives are the dense ones.
+Accumulation is float32 whatever the volume's dtype (bfloat16 halves its memory and gather
+bandwidth).
 """
 
 from __future__ import annotations
@@ -37,13 +43,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcorr import ray_march
 from jaxcorr.geometry import Views
 
 # For each dominant axis a, the two other axes (b, c) in increasing order.
-_OTHER_AXES = np.array([[1, 2], [0, 2], [0, 1]], np.int32)
+_OTHER_AXES = ray_march.OTHER_AXES
 # Padding of the flattened volume: one zero plane before each axis, two after, so every
 # bilinear neighbour of a coordinate clipped to [-1, n] is a valid (zero) index.
-_PAD = PAD = (1, 2)
+_PAD = PAD = ray_march.PAD
 
 
 def pad(volume: jnp.ndarray) -> jnp.ndarray:
@@ -136,9 +143,37 @@ def ray_samples(dims: tuple[int, int, int], strides: np.ndarray, spacing: jnp.nd
   return idx, jnp.where(valid[:, None], w, 0.0) * step_mm
 
 
+METHODS = ("clipped", "dense")
+
+
+def _dense_rays(flat, dims, strides, spacing, s_idx, q_idx, batch_size):
+  fn = functools.partial(ray_integral, flat, dims, strides, spacing)
+  if batch_size is None or batch_size >= s_idx.shape[0]:
+    return jax.vmap(fn)(s_idx, q_idx)
+  return jax.lax.map(lambda sq: fn(*sq), (s_idx, q_idx), batch_size=batch_size)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 6))
+def _clipped_rays(flat, dims, strides, spacing, s_idx, q_idx, batch_size, box):
+  return ray_march.march(flat, dims, np.asarray(strides), spacing, s_idx, q_idx, box,
+                         group=batch_size or 4096)
+
+
+@_clipped_rays.defjvp
+def _clipped_rays_jvp(dims, strides, batch_size, primals, tangents):
+  # The marching loop has a data-dependent trip count; derivatives (forward and, by
+  # transposition, reverse) come from the dense formulation of the same sum.
+  flat, spacing, s_idx, q_idx, box = primals
+  out = _clipped_rays(flat, dims, strides, spacing, s_idx, q_idx, batch_size, box)
+  dense = lambda f, sp, s_, q_: _dense_rays(f, dims, np.asarray(strides), sp, s_, q_, 16384)
+  _, tangent = jax.jvp(dense, (flat, spacing, s_idx, q_idx), tangents[:4])
+  return out, tangent
+
+
 def project_rays(volume: jnp.ndarray, origin: jnp.ndarray, spacing: jnp.ndarray,
                  sources: jnp.ndarray, targets: jnp.ndarray, *,
-                 batch_size: int | None = 16384, padded: bool = False) -> jnp.ndarray:
+                 batch_size: int | None = None, padded: bool = False,
+                 method: str = "clipped", box: jnp.ndarray | None = None) -> jnp.ndarray:
   """Line integrals of `volume` along rays from `sources` to `targets` (world mm).
 
   Args:
@@ -147,28 +182,72 @@ def project_rays(volume: jnp.ndarray, origin: jnp.ndarray, spacing: jnp.ndarray,
     spacing: (3,) voxel size in mm.
     sources: [R, 3] ray start points (world mm).
     targets: [R, 3] ray end points (world mm).
-    batch_size: rays per chunk (bounds memory to ~ batch_size x max(X, Y, Z) samples); None
-      vmaps all rays at once.
+    batch_size: rays per step: per chunk for 'dense' (memory ~ batch_size x max(X, Y, Z)
+      samples; None vmaps all rays at once, default 16384), per marching group for
+      'clipped' (default 4096).
     padded: `volume` is already `pad(volume)` (origin and spacing still describe the
       unpadded grid).
+    method: 'clipped' (default) walks each ray only through the planes of `box`
+      (`jaxcorr.ray_march`); 'dense' walks every ray through max(X, Y, Z) planes. Both give
+      the same sum; derivatives always come from the dense formulation.
+    box: int32 [2, 3] voxel box (rows lo, hi) outside which the volume is zero, for
+      'clipped'; None computes `content_box(volume)` (one pass over the volume: pass it in
+      when the same volume is rendered many times).
 
   Returns:
     [R] float32 line integrals.
   """
+  if method not in METHODS:
+    raise ValueError(f"drr method {method!r} is not one of {METHODS}")
   flat, strides, dims = _padded_flat(volume, padded)
   spacing = jnp.asarray(spacing, jnp.float32)
   origin = jnp.asarray(origin, jnp.float32)
   s_idx = (sources - origin) / spacing
   q_idx = (targets - origin) / spacing
-  fn = functools.partial(ray_integral, flat, dims, strides, spacing)
-  if batch_size is None or batch_size >= s_idx.shape[0]:
-    return jax.vmap(fn)(s_idx, q_idx)
-  return jax.lax.map(lambda sq: fn(*sq), (s_idx, q_idx), batch_size=batch_size)
+  if method == "dense":
+    return _dense_rays(flat, dims, strides, spacing, s_idx, q_idx,
+                       16384 if batch_size is None else batch_size)
+  if box is None:
+    box = ray_march.content_box(flat.reshape(tuple(d + sum(_PAD) for d in dims)))
+  return _clipped_rays(flat, dims, tuple(int(x) for x in strides), spacing, s_idx, q_idx,
+                       batch_size, jnp.asarray(box, jnp.int32))
+
+
+def content_box(volume: jnp.ndarray, *, padded: bool = False) -> jnp.ndarray:
+  """int32 [2, 3]: the box (rows lo, hi, voxel indices) of `volume`'s non-zero voxels, for
+  `project(..., box=...)`; see `jaxcorr.ray_march.content_box`."""
+  return ray_march.content_box(volume if padded else pad(volume))
+
+
+def _tiled(x, tile):
+  """[N, H, W, ...] -> [N * H' * W' * th * tw, ...]: pixels in tiles of tile = (th, tw), the
+  detector padded at the far edges (by repeating the last row/column) to whole tiles."""
+  n, h, w = x.shape[:3]
+  th, tw = tile
+  hp, wp = -(-h // th) * th, -(-w // tw) * tw
+  widths = [(0, 0), (0, hp - h), (0, wp - w)] + [(0, 0)] * (x.ndim - 3)
+  x = jnp.pad(x, widths, mode="edge")
+  x = x.reshape((n, hp // th, th, wp // tw, tw) + x.shape[3:])
+  x = jnp.moveaxis(x, 3, 2)
+  return x.reshape((-1,) + x.shape[5:])
+
+
+def _untiled(x, n, h, w, tile):
+  """Inverse of `_tiled` for [R] values: [N, H, W]."""
+  th, tw = tile
+  hp, wp = -(-h // th) * th, -(-w // tw) * tw
+  x = x.reshape(n, hp // th, wp // tw, th, tw)
+  x = jnp.moveaxis(x, 2, 3).reshape(n, hp, wp)
+  return x[:, :h, :w]
+
+
+_TILE = (8, 8)
 
 
 def project(volume: jnp.ndarray, origin: jnp.ndarray, spacing: jnp.ndarray, views: Views, *,
-            height: int, width: int, batch_size: int | None = 16384,
-            padded: bool = False) -> jnp.ndarray:
+            height: int, width: int, batch_size: int | None = None,
+            padded: bool = False, method: str = "clipped",
+            box: jnp.ndarray | None = None) -> jnp.ndarray:
   """Renders DRRs (line integrals) of one volume for N views.
 
   Args:
@@ -177,8 +256,7 @@ def project(volume: jnp.ndarray, origin: jnp.ndarray, spacing: jnp.ndarray, view
     spacing: (3,) voxel size, mm.
     views: `Views` with leading shape [N].
     height, width: detector rows and columns (static).
-    batch_size: rays per chunk, see `project_rays`.
-    padded: `volume` is already `pad(volume)`.
+    batch_size, padded, method, box: see `project_rays`.
 
   Returns:
     [N, H, W] float32 line integrals, rows and columns in RTK's projection array order.
@@ -186,17 +264,23 @@ def project(volume: jnp.ndarray, origin: jnp.ndarray, spacing: jnp.ndarray, view
   targets = views.pixel_centers(height, width)                         # [N, H, W, 3]
   n = targets.shape[0]
   sources = jnp.broadcast_to(views.source[:, None, None, :], targets.shape)
-  out = project_rays(volume, origin, spacing, sources.reshape(-1, 3), targets.reshape(-1, 3),
-                     batch_size=batch_size, padded=padded)
-  return out.reshape(n, height, width)
+  if method != "clipped":
+    out = project_rays(volume, origin, spacing, sources.reshape(-1, 3), targets.reshape(-1, 3),
+                       batch_size=batch_size, padded=padded, method=method)
+    return out.reshape(n, height, width)
+  # Rays in 8 x 8 pixel tiles: neighbours cross the same planes, which the marcher exploits.
+  out = project_rays(volume, origin, spacing, _tiled(sources, _TILE), _tiled(targets, _TILE),
+                     batch_size=batch_size, padded=padded, method=method, box=box)
+  return _untiled(out, n, height, width, _TILE)
 
 
-@functools.partial(jax.jit, static_argnames=("height", "width", "batch_size", "padded"))
-def project_jit(volume, origin, spacing, views, *, height, width, batch_size=16384,
-                padded=False):
+@functools.partial(jax.jit, static_argnames=("height", "width", "batch_size", "padded",
+                                             "method"))
+def project_jit(volume, origin, spacing, views, *, height, width, batch_size=None,
+                padded=False, method="clipped", box=None):
   """`project`, compiled once per (volume shape, N, H, W); the usual entry point."""
   return project(volume, origin, spacing, views, height=height, width=width,
-                 batch_size=batch_size, padded=padded)
+                 batch_size=batch_size, padded=padded, method=method, box=box)
 
 
 def system_matrix(dims: tuple[int, int, int], origin: jnp.ndarray, spacing: jnp.ndarray,
@@ -233,7 +317,8 @@ def system_matrix(dims: tuple[int, int, int], origin: jnp.ndarray, spacing: jnp.
 
 
 def project_sharded(volume, origin, spacing, views: Views, mesh, *, height: int, width: int,
-                    axis: str = "data", batch_size: int | None = 16384, padded: bool = False):
+                    axis: str = "data", batch_size: int | None = None, padded: bool = False,
+                    method: str = "clipped"):
   """`project` with the N views split over the devices of `mesh` along `axis`.
 
   The volume (and grid) is replicated; each device renders N / devices views. N must be a
@@ -242,7 +327,7 @@ def project_sharded(volume, origin, spacing, views: Views, mesh, *, height: int,
   """
   from jax.sharding import PartitionSpec as P  # pylint: disable=import-outside-toplevel
   fn = functools.partial(project, height=height, width=width, batch_size=batch_size,
-                         padded=padded)
+                         padded=padded, method=method)
   sharded = jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(), P(), P(axis)), out_specs=P(axis))
   return jax.jit(sharded)(volume, jnp.asarray(origin, jnp.float32),
                           jnp.asarray(spacing, jnp.float32), views)

@@ -5,7 +5,9 @@
 Renders a real CT (default: the Visible Human pelvis from ../shared/data, else a phantom),
 resampled to size^3 as the render job does, onto a detector^2 detector, and prints the median
 seconds per view and views/s of each projector for each batch of views, and the ratio
-(RTK time / jaxcorr time: above 1 means jaxcorr is faster). Results go to docs/benchmarks.md.
+(RTK time / jaxcorr time: above 1 means jaxcorr is faster). jaxcorr runs its default
+'clipped' marcher (the content box found inside each call) and, for reference, the 'dense'
+one that walks every ray through all planes. Results go to docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ _DET = flags.DEFINE_integer("detector", 256, "Detector edge, pixels.")
 _VIEWS = flags.DEFINE_list("views", ["2", "32"], "Numbers of views rendered per call.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repetitions (median reported).")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Volume dtype.")
+_INTENSITY = flags.DEFINE_enum("intensity", "attenuation", ["attenuation", "bone_sigmoid"],
+                               "What is projected: mu (air = 0) or the paper's bone sigmoid.")
 _CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices", 0, "On a CPU host: split views over this many JAX CPU devices (one per "
     "core; 0 = one device). Must be set before JAX starts, which this script does.")
@@ -47,7 +51,8 @@ def main(argv):
     name = "knee phantom (no CT found)"
   vol = vol.replace(data=io.clean_hu(vol.data))
   vol = preprocess.to_cube(vol, size=_SIZE.value)
-  mu = preprocess.attenuation(vol.data)
+  mu = (preprocess.attenuation(vol.data) if _INTENSITY.value == "attenuation"
+        else preprocess.bone_sigmoid(vol.data))
   det = _DET.value
   sid, sdd = 1000.0, 1500.0
   spacing = geometry.fit_pixel_spacing(float(vol.extent.max()), sid=sid, sdd=sdd,
@@ -59,30 +64,36 @@ def main(argv):
     angles = np.linspace(0.0, 180.0, n, endpoint=False)
     views = geometry.circular_views(sid=sid, sdd=sdd, gantry_angles=angles,
                                     detector_size=(det, det), pixel_spacing=spacing)
-    if _CPU_DEVICES.value > 1:
-      mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
-      run = lambda: jax.block_until_ready(drr.project_sharded(
-          dev_vol, vol.origin, vol.spacing, views, mesh, height=det, width=det, padded=True))
-    else:
-      run = lambda: jax.block_until_ready(drr.project_jit(
-          dev_vol, vol.origin, vol.spacing, views, height=det, width=det, padded=True))
-    t_jax = timing.median_seconds(run, _REPEATS.value) / n
+    times = {}
+    for method in ("clipped", "dense"):
+      if _CPU_DEVICES.value > 1:
+        mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
+        run = lambda: jax.block_until_ready(drr.project_sharded(
+            dev_vol, vol.origin, vol.spacing, views, mesh, height=det, width=det, padded=True,
+            method=method))
+      else:
+        run = lambda: jax.block_until_ready(drr.project_jit(
+            dev_vol, vol.origin, vol.spacing, views, height=det, width=det, padded=True,
+            method=method))
+      times[method] = timing.median_seconds(run, _REPEATS.value) / n
     t_rtk = float("nan")
     if rtk.available():
       img = rtk.volume_image(mu, vol.origin, vol.spacing)
       geo = rtk.circular_geometry(sid=sid, sdd=sdd, gantry_angles=angles)
       t_rtk = timing.median_seconds(lambda: rtk.joseph_project(
           img, geo, detector_size=(det, det), pixel_spacing=spacing), _REPEATS.value) / n
-    rows.append((n, t_jax, t_rtk))
+    rows.append((n, times["clipped"], times["dense"], t_rtk))
   device = jax.devices()[0]
-  print(f"DRR benchmark: {name} -> {_SIZE.value}^3 ({_DTYPE.value}), {det}^2 detector, "
+  print(f"DRR benchmark: {name} -> {_SIZE.value}^3 ({_DTYPE.value}, {_INTENSITY.value}), "
+        f"{det}^2 detector, "
         f"{len(jax.devices())} x {device.platform} ({device.device_kind}), {os.cpu_count()} CPUs, "
         f"{platform.processor() or platform.machine()}")
-  print("| views/call | jaxcorr s/view | jaxcorr views/s | RTK Joseph s/view | RTK views/s "
-        "| ratio RTK/jaxcorr |")
-  print("|---|---|---|---|---|---|")
-  for n, tj, tr in rows:
-    print(f"| {n} | {tj:.4f} | {1 / tj:.1f} | {tr:.4f} | {1 / tr:.1f} | {tr / tj:.2f} |")
+  print("| views/call | jaxcorr s/view | jaxcorr views/s | jaxcorr dense s/view "
+        "| RTK Joseph s/view | RTK views/s | ratio RTK/jaxcorr |")
+  print("|---|---|---|---|---|---|---|")
+  for n, tj, td, tr in rows:
+    print(f"| {n} | {tj:.4f} | {1 / tj:.1f} | {td:.4f} | {tr:.4f} | {1 / tr:.1f} "
+          f"| {tr / tj:.2f} |")
   if not rtk.available():
     print("ITK-RTK not installed (pip install itk-rtk): its columns are empty.")
 

@@ -14,6 +14,7 @@ from jaxcorr.ct import Volume, io, phantoms, preprocess
 CHOICES = {
     "intensity.model": ("bone_sigmoid", "attenuation"),
     "drr.dtype": ("float32", "bfloat16"),
+    "drr.method": ("clipped", "dense"),
     "geometry.orbit": ("rtk", "patient"),
     "ct.phantom": phantoms.KINDS + ("random",),
 }

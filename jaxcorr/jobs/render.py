@@ -24,6 +24,7 @@ from jaxcorr.jobs import common
 def run(config, workdir: str) -> None:
   common.prepare_workdir(config, workdir)
   dtype = common.check_choice("drr.dtype", config.drr.dtype)
+  method = common.check_choice("drr.method", config.drr.method)
   vol = common.load_volume(config.ct)
   mu = common.intensity_volume(vol.data, config.intensity)
   views, (height, width) = common.make_views(config.geometry, vol)
@@ -32,7 +33,8 @@ def run(config, workdir: str) -> None:
                jax.devices()[0].platform)
   t0 = time.perf_counter()
   images = drr.project_jit(jnp.asarray(mu, dtype), vol.origin, vol.spacing, views,
-                           height=height, width=width, batch_size=config.drr.batch_size)
+                           height=height, width=width, batch_size=config.drr.batch_size,
+                           method=method)
   images = np.asarray(jax.block_until_ready(images))
   logging.info("rendered in %.2f s (compilation included)", time.perf_counter() - t0)
   if not np.all(np.isfinite(images)):

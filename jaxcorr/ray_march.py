@@ -1,0 +1,222 @@
+"""Clipped, tiled marching for the Joseph projector: only the planes where a ray can see anything.
+
+`jaxcorr.drr` defines the projector (notation, frames and units are in its docstring): a ray
+from s to q, both in continuous voxel index coordinates, is sampled on every plane x_a = m of
+its dominant axis a, with the value bilinearly interpolated in the two other axes (b, c) and
+zero outside the volume. Written densely, every ray reads max(X, Y, Z) planes; on a real CT
+padded to a cube most of those samples fall outside the volume or in the air around the
+patient, and read zeros (26% of the samples of a 256^3 pelvis CT seen on a 256^2 detector are
+inside the volume box, 5% inside the box around its non-zero voxels).
+
+This module computes the same sum over the planes that can contribute and no others.
+
+  box        integer voxel indices lo <= hi (3 each): the volume is zero outside the box
+             [lo, hi] (`content_box`), or the whole grid [0, dims - 1].
+  planes     on plane m the sample sits at x_b(m) = x0_b + m dx_b (same for c), with
+             dx_b = d_b / d_a and x0_b = s_b - s_a dx_b (d = q - s). It can be non-zero only if
+             lo_a <= m <= hi_a and lo_b - 1 < x_b(m) < hi_b + 1 (likewise c); with Joseph's own
+             limits (0 <= t_m <= 1, 0 <= m < n_a) this is an interval of integers
+             m0 <= m < m0 + n per ray (`ray_planes`).
+  tiles      rays come in tiles of T neighbours (8 x 8 detector pixels in `drr.project`),
+             whose intervals are alike. Tiles are sorted by their longest interval and taken
+             G at a time; a group walks K planes per step for as many steps as its longest
+             ray needs (a while loop, so a group of rays that miss the box costs nothing).
+             The work is then within ~30% of the number of contributing samples.
+
+Each sample is computed as the dense projector computes it (coordinates clipped to [-1, n],
+in-bounds reads of the zero-padded volume), so the result equals the dense sum up to the order
+of the additions. The loop has a data-dependent trip count, so it is forward-only:
+`drr.project_rays` differentiates through the dense formulation instead.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# For each dominant axis a, the two other axes (b, c) in increasing order.
+OTHER_AXES = np.array([[1, 2], [0, 2], [0, 1]], np.int32)
+# Zero planes of the padded volume before and after each axis (see `drr.pad`).
+PAD = (1, 2)
+# Slack (voxels) on the box limits, so that rounding never drops a plane that reads the box;
+# an extra plane outside it only adds zeros.
+_SLACK = 1e-3
+SORT = True
+
+
+class RayPlanes(NamedTuple):
+  """Per-ray constants of the marching loop (leading shape [R])."""
+  stride_a: jnp.ndarray   # int32 strides of the padded volume along a, b, c
+  stride_b: jnp.ndarray
+  stride_c: jnp.ndarray
+  x0_b: jnp.ndarray       # float32 b and c coordinates at plane m = 0 ...
+  x0_c: jnp.ndarray
+  dx_b: jnp.ndarray       # ... and their change per plane
+  dx_c: jnp.ndarray
+  n_b: jnp.ndarray        # float32 sizes of axes b and c (coordinates are clipped to [-1, n])
+  n_c: jnp.ndarray
+  t_lo: jnp.ndarray       # Joseph's own limits on m: between source and pixel (t in [0, 1])
+  t_hi: jnp.ndarray
+  m0: jnp.ndarray         # int32 first plane that can contribute
+  count: jnp.ndarray      # int32 number of such planes (0 if the ray misses the box)
+  step_mm: jnp.ndarray    # float32 segment length per plane, mm
+
+
+def full_box(dims) -> jnp.ndarray:
+  """int32 [2, 3]: the whole grid, rows lo and hi."""
+  return jnp.asarray([[0, 0, 0], [d - 1 for d in dims]], jnp.int32)
+
+
+def content_box(padded_volume: jnp.ndarray) -> jnp.ndarray:
+  """int32 [2, 3] (lo, hi): the smallest box of voxels holding every non-zero voxel.
+
+  Args:
+    padded_volume: the projector's zero-padded volume (`drr.pad`), [X + 3, Y + 3, Z + 3].
+
+  Returns:
+    Rows lo and hi in unpadded voxel indices; lo > hi on some axis if the volume is all zero.
+  """
+  nonzero = padded_volume != 0
+  out = []
+  for axis in range(3):
+    hit = jnp.any(nonzero, axis=tuple(i for i in range(3) if i != axis))
+    idx = jnp.arange(hit.shape[0]) - PAD[0]
+    big = hit.shape[0]
+    out.append((jnp.min(jnp.where(hit, idx, big)), jnp.max(jnp.where(hit, idx, -big))))
+  return jnp.asarray(out, jnp.int32).T
+
+
+def _interval(x0, dx, lo, hi):
+  """Real interval of m with lo <= x0 + m dx <= hi (empty if lo > hi)."""
+  safe = jnp.where(dx == 0, 1.0, dx)
+  e1, e2 = (lo - x0) / safe, (hi - x0) / safe
+  inside = (x0 >= lo) & (x0 <= hi)
+  m_lo = jnp.where(dx == 0, jnp.where(inside, -jnp.inf, jnp.inf), jnp.minimum(e1, e2))
+  m_hi = jnp.where(dx == 0, jnp.where(inside, jnp.inf, -jnp.inf), jnp.maximum(e1, e2))
+  return m_lo, m_hi
+
+
+def ray_planes(dims, strides, spacing, s, q, box) -> RayPlanes:
+  """The marching constants of rays from s to q (continuous voxel index, [..., 3]).
+
+  Args:
+    dims: unpadded volume shape (X, Y, Z), static.
+    strides: int (3,) strides of the padded flattened volume, static.
+    spacing: (3,) voxel size in mm.
+    s, q: [..., 3] ray start (source) and end (pixel centre) in voxel index coordinates.
+    box: int32 [2, 3], see `content_box`.
+
+  Returns:
+    `RayPlanes` with leading shape [...].
+  """
+  d = q - s
+  mag = jnp.abs(d)
+  # The dominant axis a = argmax |d| (first on ties) and the others (b, c), as selects:
+  # elementwise, so XLA vectorises them (a gather per ray does not).
+  is0 = (mag[..., 0] >= mag[..., 1]) & (mag[..., 0] >= mag[..., 2])
+  is1 = ~is0 & (mag[..., 1] >= mag[..., 2])
+
+  def by_axis(x, y, z):   # value on a, on b, on c
+    return (jnp.where(is0, x, jnp.where(is1, y, z)), jnp.where(is0, y, x),
+            jnp.where(is0 | is1, z, y))
+
+  d_a, d_b, d_c = by_axis(d[..., 0], d[..., 1], d[..., 2])
+  s_a, s_b, s_c = by_axis(s[..., 0], s[..., 1], s[..., 2])
+  n_a, n_b, n_c = by_axis(*(np.float32(n) for n in dims))
+  lo_a, lo_b, lo_c = by_axis(*(box[0, i].astype(jnp.float32) for i in range(3)))
+  hi_a, hi_b, hi_c = by_axis(*(box[1, i].astype(jnp.float32) for i in range(3)))
+  st_a, st_b, st_c = by_axis(*(np.int32(x) for x in strides))
+  d_a = jnp.where(jnp.abs(d_a) < 1e-12, 1e-12, d_a)
+  dx_b, dx_c = d_b / d_a, d_c / d_a
+  x0_b, x0_c = s_b - s_a * dx_b, s_c - s_a * dx_c
+  t_lo, t_hi = jnp.minimum(s_a, s_a + d_a), jnp.maximum(s_a, s_a + d_a)
+  m_lo = jnp.maximum(jnp.maximum(t_lo, 0.0), lo_a - _SLACK)
+  m_hi = jnp.minimum(jnp.minimum(t_hi, n_a - 1), hi_a + _SLACK)
+  for x0, dx, lo, hi in ((x0_b, dx_b, lo_b, hi_b), (x0_c, dx_c, lo_c, hi_c)):
+    e_lo, e_hi = _interval(x0, dx, lo - 1 - _SLACK, hi + 1 + _SLACK)
+    m_lo, m_hi = jnp.maximum(m_lo, e_lo), jnp.minimum(m_hi, e_hi)
+  first = jnp.ceil(m_lo)
+  count = jnp.clip(jnp.floor(m_hi) - first + 1, 0, max(dims))
+  first = jnp.clip(jnp.where(count > 0, first, 0), 0, max(dims) - 1)
+  step_mm = jnp.sqrt(jnp.sum((d * spacing) ** 2, axis=-1)) / jnp.abs(d_a)
+  return RayPlanes(st_a, st_b, st_c, x0_b, x0_c, dx_b, dx_c, n_b, n_c, t_lo, t_hi,
+                   first.astype(jnp.int32), count.astype(jnp.int32), step_mm)
+
+
+def _plane_sample(flat, r: RayPlanes, k):
+  """Each ray's sample on its plane m0 + k (k: int32 scalar); rays [G] -> [G]."""
+  m = r.m0 + k
+  mf = m.astype(jnp.float32)
+  xb = jnp.clip(r.x0_b + mf * r.dx_b, -1.0, r.n_b)
+  xc = jnp.clip(r.x0_c + mf * r.dx_c, -1.0, r.n_c)
+  ib, ic = jnp.floor(xb), jnp.floor(xc)
+  fb, fc = xb - ib, xc - ic
+  valid = (k < r.count) & (mf >= r.t_lo) & (mf <= r.t_hi)
+  base = ((m + PAD[0]) * r.stride_a + (ib.astype(jnp.int32) + PAD[0]) * r.stride_b
+          + (ic.astype(jnp.int32) + PAD[0]) * r.stride_c)
+  base = jnp.where(valid, base, 0)
+  read = lambda i: flat.at[i].get(mode="promise_in_bounds").astype(jnp.float32)
+  val = (read(base) * ((1 - fb) * (1 - fc)) + read(base + r.stride_b) * (fb * (1 - fc))
+         + read(base + r.stride_c) * ((1 - fb) * fc)
+         + read(base + r.stride_b + r.stride_c) * (fb * fc))
+  return jnp.where(valid, val, 0.0)
+
+
+def _planes_sum(flat, r: RayPlanes, k0, planes):
+  """Sum of each ray's samples on planes m0 + k0 ... m0 + k0 + planes - 1: one fused loop."""
+  total = _plane_sample(flat, r, k0)
+  for j in range(1, planes):
+    total = total + _plane_sample(flat, r, k0 + j)
+  return total
+
+
+def march(flat, dims, strides, spacing, s, q, box, *, tile: int = 64, group: int = 4096,
+          planes: int = 8) -> jnp.ndarray:
+  """Joseph line integrals of rays s -> q through the box's planes only.
+
+  Args:
+    flat: the zero-padded, flattened volume (`drr.pad(volume).reshape(-1)`).
+    dims, strides, spacing: as in `ray_planes`.
+    s, q: [R, 3] rays in voxel index coordinates; consecutive runs of `tile` rays should be
+      neighbours (a detector tile) for the sorting to pay off.
+    box: int32 [2, 3], the volume is zero outside it (`content_box` or `full_box`).
+    tile: rays per tile (T).
+    group: rays per group (G tiles x T rays), the width of one marching step.
+    planes: planes per marching step (K).
+
+  Returns:
+    [R] float32 line integrals.
+  """
+  n_rays = s.shape[0]
+  tiles_per_group = max(group // tile, 1)
+  n_tiles = -(-n_rays // tile)
+  n_groups = -(-n_tiles // tiles_per_group)
+  pad = n_groups * tiles_per_group * tile - n_rays
+  # Padding rays run from the first source to itself: zero length, (almost) no planes.
+  filler = jnp.broadcast_to(s[:1], (pad, 3))
+  s = jnp.concatenate([s, filler]).reshape(-1, tile, 3)
+  q = jnp.concatenate([q, filler]).reshape(-1, tile, 3)
+  rays = ray_planes(dims, strides, spacing, s, q, box)           # fields [tiles, T]
+  longest = jnp.max(rays.count, axis=1)
+  order = jnp.argsort(-(-(-longest // SORT))) if SORT else jnp.arange(longest.shape[0])
+
+  def one_group(g):
+    idx = jax.lax.dynamic_slice_in_dim(order, g * tiles_per_group, tiles_per_group)
+    r = jax.tree.map(lambda x: x[idx].reshape(-1), rays)
+    steps = (jnp.max(r.count) + planes - 1) // planes
+
+    def body(carry):
+      i, acc = carry
+      return i + 1, acc + _planes_sum(flat, r, i * planes, planes)
+
+    # The accumulator starts from the rays' own values (times 0) so that it carries their
+    # sharding type inside shard_map.
+    _, acc = jax.lax.while_loop(lambda c: c[0] < steps, body, (jnp.int32(0), 0.0 * r.step_mm))
+    return acc * r.step_mm
+
+  out = jax.lax.map(one_group, jnp.arange(n_groups))   # [groups, G * T], sorted tile order
+  out = out.reshape(-1, tile)[jnp.argsort(order)]
+  return out.reshape(-1)[:n_rays]
