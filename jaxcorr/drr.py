@@ -28,9 +28,11 @@ Two ways to walk the sum, same result (up to the order of the float32 additions)
              for one ray and vmapped; `lax.map(..., batch_size=...)` walks the rays in chunks
              so a 512^3 volume and a 512^2 detector fit in memory. Differentiable (jvp, vjp).
   clipped    (the default) each ray reads only the planes where it crosses the box of the
-             volume's non-zero voxels (`content_box`), in tiles of neighbouring rays sorted by
-             length (`jaxcorr.ray_march`). On CTs padded to a cube with air this skips most of
-             the samples (95% for a 256^3 pelvis CT). Its derivatives are the dense ones.
+             voxels that differ from the background (`content_box`; the background, the
+             corner voxel's value, is summed in closed form), in tiles of neighbouring rays
+             sorted by length (`jaxcorr.ray_march`). On CTs padded to a cube with air this
+             skips most of the samples (95% for a 256^3 pelvis CT), whatever the intensity
+             model. Its derivatives are the dense ones.
 Accumulation is float32 whatever the volume's dtype (bfloat16 halves its memory and gather
 bandwidth).
 """
@@ -154,17 +156,18 @@ def _dense_rays(flat, dims, strides, spacing, s_idx, q_idx, batch_size):
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 6))
-def _clipped_rays(flat, dims, strides, spacing, s_idx, q_idx, batch_size, box):
-  return ray_march.march(flat, dims, np.asarray(strides), spacing, s_idx, q_idx, box,
+def _clipped_rays(flat, dims, strides, spacing, s_idx, q_idx, batch_size, box, bg):
+  return ray_march.march(flat, dims, np.asarray(strides), spacing, s_idx, q_idx, box, bg,
                          group=batch_size or 4096)
 
 
 @_clipped_rays.defjvp
 def _clipped_rays_jvp(dims, strides, batch_size, primals, tangents):
   # The marching loop has a data-dependent trip count; derivatives (forward and, by
-  # transposition, reverse) come from the dense formulation of the same sum.
-  flat, spacing, s_idx, q_idx, box = primals
-  out = _clipped_rays(flat, dims, strides, spacing, s_idx, q_idx, batch_size, box)
+  # transposition, reverse) come from the dense formulation of the same sum. The background
+  # split is an identity for any value, so its tangent is not needed.
+  flat, spacing, s_idx, q_idx, box, bg = primals
+  out = _clipped_rays(flat, dims, strides, spacing, s_idx, q_idx, batch_size, box, bg)
   dense = lambda f, sp, s_, q_: _dense_rays(f, dims, np.asarray(strides), sp, s_, q_, 16384)
   _, tangent = jax.jvp(dense, (flat, spacing, s_idx, q_idx), tangents[:4])
   return out, tangent
@@ -190,9 +193,10 @@ def project_rays(volume: jnp.ndarray, origin: jnp.ndarray, spacing: jnp.ndarray,
     method: 'clipped' (default) walks each ray only through the planes of `box`
       (`jaxcorr.ray_march`); 'dense' walks every ray through max(X, Y, Z) planes. Both give
       the same sum; derivatives always come from the dense formulation.
-    box: int32 [2, 3] voxel box (rows lo, hi) outside which the volume is zero, for
-      'clipped'; None computes `content_box(volume)` (one pass over the volume: pass it in
-      when the same volume is rendered many times).
+    box: int32 [2, 3] voxel box (rows lo, hi) outside which every voxel equals the corner
+      voxel (0, 0, 0) (the air around the patient), for 'clipped'; None computes
+      `content_box(volume)` (one pass over the volume: pass it in when the same volume is
+      rendered many times). Any box holding all other voxels gives the same image.
 
   Returns:
     [R] float32 line integrals.
@@ -207,15 +211,17 @@ def project_rays(volume: jnp.ndarray, origin: jnp.ndarray, spacing: jnp.ndarray,
   if method == "dense":
     return _dense_rays(flat, dims, strides, spacing, s_idx, q_idx,
                        16384 if batch_size is None else batch_size)
+  padded_volume = flat.reshape(tuple(d + sum(_PAD) for d in dims))
   if box is None:
-    box = ray_march.content_box(flat.reshape(tuple(d + sum(_PAD) for d in dims)))
+    box = ray_march.content_box(padded_volume)
   return _clipped_rays(flat, dims, tuple(int(x) for x in strides), spacing, s_idx, q_idx,
-                       batch_size, jnp.asarray(box, jnp.int32))
+                       batch_size, jnp.asarray(box, jnp.int32),
+                       ray_march.background(padded_volume))
 
 
 def content_box(volume: jnp.ndarray, *, padded: bool = False) -> jnp.ndarray:
-  """int32 [2, 3]: the box (rows lo, hi, voxel indices) of `volume`'s non-zero voxels, for
-  `project(..., box=...)`; see `jaxcorr.ray_march.content_box`."""
+  """int32 [2, 3]: the box (rows lo, hi, voxel indices) of the voxels of `volume` that differ
+  from its corner voxel, for `project(..., box=...)`; see `jaxcorr.ray_march.content_box`."""
   return ray_march.content_box(volume if padded else pad(volume))
 
 

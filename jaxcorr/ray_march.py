@@ -5,18 +5,26 @@ from s to q, both in continuous voxel index coordinates, is sampled on every pla
 its dominant axis a, with the value bilinearly interpolated in the two other axes (b, c) and
 zero outside the volume. Written densely, every ray reads max(X, Y, Z) planes; on a real CT
 padded to a cube most of those samples fall outside the volume or in the air around the
-patient, and read zeros (26% of the samples of a 256^3 pelvis CT seen on a 256^2 detector are
-inside the volume box, 5% inside the box around its non-zero voxels).
+patient (26% of the samples of a 256^3 pelvis CT seen on a 256^2 detector are inside the
+volume box, 5% inside the box around the patient).
 
-This module computes the same sum over the planes that can contribute and no others.
+This module computes the same sum over the planes that can differ from the background and
+no others.
 
-  box        integer voxel indices lo <= hi (3 each): the volume is zero outside the box
-             [lo, hi] (`content_box`), or the whole grid [0, dims - 1].
+  background b   the corner voxel's value (`background`): 0 for attenuation (air), the
+             sigmoid of air for the paper's bone emphasis. The volume is b outside the box, so
+             each sample there is b g_b(x_b) g_c(x_c), where g(x) = clip(min(x + 1, n - x), 0, 1)
+             interpolates the grid's indicator (1 on voxels, 0 in the zero padding). With G the
+             sum of g_b g_c over all of Joseph's planes (`grid_integral`, in closed form: on
+             each piece a product of two linear functions of m),
+                 I = dl ( sum over the box's planes of [sample - b g_b g_c]  +  b G ).
+  box        integer voxel indices lo <= hi (3 each): every voxel outside [lo, hi] equals b
+             (`content_box`), or the whole grid [0, dims - 1].
   planes     on plane m the sample sits at x_b(m) = x0_b + m dx_b (same for c), with
-             dx_b = d_b / d_a and x0_b = s_b - s_a dx_b (d = q - s). It can be non-zero only if
-             lo_a <= m <= hi_a and lo_b - 1 < x_b(m) < hi_b + 1 (likewise c); with Joseph's own
-             limits (0 <= t_m <= 1, 0 <= m < n_a) this is an interval of integers
-             m0 <= m < m0 + n per ray (`ray_planes`).
+             dx_b = d_b / d_a and x0_b = s_b - s_a dx_b (d = q - s). It can differ from
+             b g_b g_c only if lo_a <= m <= hi_a and lo_b - 1 < x_b(m) < hi_b + 1 (likewise c);
+             with Joseph's own limits (0 <= t_m <= 1, 0 <= m < n_a) this is an interval of
+             integers m0 <= m < m0 + n per ray (`ray_planes`).
   tiles      rays come in tiles of T neighbours (8 x 8 detector pixels in `drr.project`),
              whose intervals are alike. Tiles are sorted by their longest interval and taken
              G at a time; a group walks K planes per step for as many steps as its longest
@@ -24,8 +32,8 @@ This module computes the same sum over the planes that can contribute and no oth
              The work is then within ~30% of the number of contributing samples.
 
 Each sample is computed as the dense projector computes it (coordinates clipped to [-1, n],
-in-bounds reads of the zero-padded volume), so the result equals the dense sum up to the order
-of the additions. The loop has a data-dependent trip count, so it is forward-only:
+in-bounds reads of the zero-padded volume), so the result equals the dense sum up to float32
+rounding (the order of the additions, and b G for b != 0). The loop has a data-dependent trip count, so it is forward-only:
 `drr.project_rays` differentiates through the dense formulation instead.
 """
 
@@ -42,9 +50,8 @@ OTHER_AXES = np.array([[1, 2], [0, 2], [0, 1]], np.int32)
 # Zero planes of the padded volume before and after each axis (see `drr.pad`).
 PAD = (1, 2)
 # Slack (voxels) on the box limits, so that rounding never drops a plane that reads the box;
-# an extra plane outside it only adds zeros.
+# an extra plane outside it adds only (sample - background share) = 0.
 _SLACK = 1e-3
-SORT = True
 
 
 class RayPlanes(NamedTuple):
@@ -56,7 +63,8 @@ class RayPlanes(NamedTuple):
   x0_c: jnp.ndarray
   dx_b: jnp.ndarray       # ... and their change per plane
   dx_c: jnp.ndarray
-  n_b: jnp.ndarray        # float32 sizes of axes b and c (coordinates are clipped to [-1, n])
+  n_a: jnp.ndarray        # float32 sizes of axes a, b and c (coordinates clipped to [-1, n])
+  n_b: jnp.ndarray
   n_c: jnp.ndarray
   t_lo: jnp.ndarray       # Joseph's own limits on m: between source and pixel (t in [0, 1])
   t_hi: jnp.ndarray
@@ -70,20 +78,27 @@ def full_box(dims) -> jnp.ndarray:
   return jnp.asarray([[0, 0, 0], [d - 1 for d in dims]], jnp.int32)
 
 
+def background(padded_volume: jnp.ndarray) -> jnp.ndarray:
+  """The value taken as the volume's background: its corner voxel (0, 0, 0)."""
+  return padded_volume[PAD[0], PAD[0], PAD[0]].astype(jnp.float32)
+
+
 def content_box(padded_volume: jnp.ndarray) -> jnp.ndarray:
-  """int32 [2, 3] (lo, hi): the smallest box of voxels holding every non-zero voxel.
+  """int32 [2, 3] (lo, hi): the smallest box holding every voxel that differs from the
+  background (`background`, the corner voxel: air, for a CT padded to a cube).
 
   Args:
     padded_volume: the projector's zero-padded volume (`drr.pad`), [X + 3, Y + 3, Z + 3].
 
   Returns:
-    Rows lo and hi in unpadded voxel indices; lo > hi on some axis if the volume is all zero.
+    Rows lo and hi in unpadded voxel indices; lo > hi on some axis if the volume is constant.
   """
-  nonzero = padded_volume != 0
+  inner = padded_volume[PAD[0]:-PAD[1], PAD[0]:-PAD[1], PAD[0]:-PAD[1]]
+  differs = inner != inner[0, 0, 0]
   out = []
   for axis in range(3):
-    hit = jnp.any(nonzero, axis=tuple(i for i in range(3) if i != axis))
-    idx = jnp.arange(hit.shape[0]) - PAD[0]
+    hit = jnp.any(differs, axis=tuple(i for i in range(3) if i != axis))
+    idx = jnp.arange(hit.shape[0])
     big = hit.shape[0]
     out.append((jnp.min(jnp.where(hit, idx, big)), jnp.max(jnp.where(hit, idx, -big))))
   return jnp.asarray(out, jnp.int32).T
@@ -142,12 +157,20 @@ def ray_planes(dims, strides, spacing, s, q, box) -> RayPlanes:
   count = jnp.clip(jnp.floor(m_hi) - first + 1, 0, max(dims))
   first = jnp.clip(jnp.where(count > 0, first, 0), 0, max(dims) - 1)
   step_mm = jnp.sqrt(jnp.sum((d * spacing) ** 2, axis=-1)) / jnp.abs(d_a)
-  return RayPlanes(st_a, st_b, st_c, x0_b, x0_c, dx_b, dx_c, n_b, n_c, t_lo, t_hi,
+  return RayPlanes(st_a, st_b, st_c, x0_b, x0_c, dx_b, dx_c, n_a, n_b, n_c, t_lo, t_hi,
                    first.astype(jnp.int32), count.astype(jnp.int32), step_mm)
 
 
-def _plane_sample(flat, r: RayPlanes, k):
-  """Each ray's sample on its plane m0 + k (k: int32 scalar); rays [G] -> [G]."""
+def _inside(x, n):
+  """Bilinear interpolation at x of the grid's indicator along one axis: 1 on [0, n - 1],
+  ramps to 0 at -1 and n (the zero padding)."""
+  return jnp.clip(jnp.minimum(x + 1.0, n - x), 0.0, 1.0)
+
+
+def _plane_sample(flat, r: RayPlanes, k, bg):
+  """Each ray's sample on its plane m0 + k (k: int32 scalar) minus the background's share of
+  it (bg x the interpolated grid indicator, summed in closed form by `grid_integral`);
+  rays [G] -> [G]."""
   m = r.m0 + k
   mf = m.astype(jnp.float32)
   xb = jnp.clip(r.x0_b + mf * r.dx_b, -1.0, r.n_b)
@@ -162,19 +185,60 @@ def _plane_sample(flat, r: RayPlanes, k):
   val = (read(base) * ((1 - fb) * (1 - fc)) + read(base + r.stride_b) * (fb * (1 - fc))
          + read(base + r.stride_c) * ((1 - fb) * fc)
          + read(base + r.stride_b + r.stride_c) * (fb * fc))
+  val = val - bg * (_inside(xb, r.n_b) * _inside(xc, r.n_c))
   return jnp.where(valid, val, 0.0)
 
 
-def _planes_sum(flat, r: RayPlanes, k0, planes):
+def _planes_sum(flat, r: RayPlanes, k0, planes, bg):
   """Sum of each ray's samples on planes m0 + k0 ... m0 + k0 + planes - 1: one fused loop."""
-  total = _plane_sample(flat, r, k0)
+  total = _plane_sample(flat, r, k0, bg)
   for j in range(1, planes):
-    total = total + _plane_sample(flat, r, k0 + j)
+    total = total + _plane_sample(flat, r, k0 + j, bg)
   return total
 
 
-def march(flat, dims, strides, spacing, s, q, box, *, tile: int = 64, group: int = 4096,
-          planes: int = 8) -> jnp.ndarray:
+_FAR = 1e9   # a plane index beyond any grid
+
+
+def _pieces(x0, dx, n):
+  """The indicator's interpolation along one axis at x = x0 + m dx, as three linear pieces:
+  [(first m, last m, value at m = 0, change per plane)] for x in [-1, 0), [0, n - 1), [n - 1, n).
+  Breakpoints are shared between neighbouring pieces, so no plane is counted twice."""
+  safe = jnp.where(dx == 0, 1.0, dx)
+  breaks = [(x - x0) / safe for x in (-1.0, 0.0, n - 1.0, n)]
+  out = []
+  for (alpha, beta), (lo, hi), value, slope in (
+      ((-1.0, 0.0), breaks[0:2], x0 + 1.0, dx), ((0.0, n - 1.0), breaks[1:3], 1.0, 0.0),
+      ((n - 1.0, n), breaks[2:4], n - x0, -dx)):
+    inside = (x0 >= alpha) & (x0 < beta)
+    first = jnp.where(dx > 0, jnp.ceil(lo), jnp.floor(hi) + 1)
+    last = jnp.where(dx > 0, jnp.ceil(hi) - 1, jnp.floor(lo))
+    first = jnp.where(dx == 0, jnp.where(inside, -_FAR, _FAR), first)
+    last = jnp.where(dx == 0, jnp.where(inside, _FAR, -_FAR), last)
+    out.append((first, last, jnp.broadcast_to(value, x0.shape), slope * jnp.ones_like(x0)))
+  return out
+
+
+def grid_integral(r: RayPlanes) -> jnp.ndarray:
+  """Joseph's sum over a ray's planes of the interpolated grid indicator (1 on every voxel, 0
+  in the padding), in closed form: the projection of a constant 1 volume, in planes (times
+  step_mm for mm). Each piece is a product of two linear functions of the plane index."""
+  m_first = jnp.ceil(jnp.maximum(r.t_lo, 0.0))
+  m_last = jnp.floor(jnp.minimum(r.t_hi, r.n_a - 1.0))
+  total = jnp.zeros_like(r.x0_b)
+  for fb, lb, vb, sb in _pieces(r.x0_b, r.dx_b, r.n_b):
+    for fc, lc, vc, sc in _pieces(r.x0_c, r.dx_c, r.n_c):
+      p = jnp.maximum(jnp.maximum(fb, fc), m_first)
+      n = jnp.maximum(jnp.minimum(jnp.minimum(lb, lc), m_last) - p + 1.0, 0.0)
+      p = jnp.where(n > 0, p, 0.0)
+      u, w = vb + sb * p, vc + sc * p        # values on the first plane, in [0, 1]
+      s1, s2 = n * (n - 1) / 2, (n - 1) * n * (2 * n - 1) / 6
+      total = total + n * u * w + (u * sc + sb * w) * s1 + sb * sc * s2
+  return total
+
+
+def march(flat, dims, strides, spacing, s, q, box, bg=0.0, *, tile: int = 64,
+          group: int = 4096, planes: int = 8) -> jnp.ndarray:
   """Joseph line integrals of rays s -> q through the box's planes only.
 
   Args:
@@ -182,7 +246,9 @@ def march(flat, dims, strides, spacing, s, q, box, *, tile: int = 64, group: int
     dims, strides, spacing: as in `ray_planes`.
     s, q: [R, 3] rays in voxel index coordinates; consecutive runs of `tile` rays should be
       neighbours (a detector tile) for the sorting to pay off.
-    box: int32 [2, 3], the volume is zero outside it (`content_box` or `full_box`).
+    box: int32 [2, 3]: every voxel outside it equals `bg` (`content_box`, or `full_box`).
+    bg: the background value (`background`); its share of every plane, inside the box or
+      not, is summed in closed form (`grid_integral`).
     tile: rays per tile (T).
     group: rays per group (G tiles x T rays), the width of one marching step.
     planes: planes per marching step (K).
@@ -201,7 +267,7 @@ def march(flat, dims, strides, spacing, s, q, box, *, tile: int = 64, group: int
   q = jnp.concatenate([q, filler]).reshape(-1, tile, 3)
   rays = ray_planes(dims, strides, spacing, s, q, box)           # fields [tiles, T]
   longest = jnp.max(rays.count, axis=1)
-  order = jnp.argsort(-(-(-longest // SORT))) if SORT else jnp.arange(longest.shape[0])
+  order = jnp.argsort(-longest)                         # longest tiles first
 
   def one_group(g):
     idx = jax.lax.dynamic_slice_in_dim(order, g * tiles_per_group, tiles_per_group)
@@ -210,12 +276,12 @@ def march(flat, dims, strides, spacing, s, q, box, *, tile: int = 64, group: int
 
     def body(carry):
       i, acc = carry
-      return i + 1, acc + _planes_sum(flat, r, i * planes, planes)
+      return i + 1, acc + _planes_sum(flat, r, i * planes, planes, bg)
 
     # The accumulator starts from the rays' own values (times 0) so that it carries their
     # sharding type inside shard_map.
     _, acc = jax.lax.while_loop(lambda c: c[0] < steps, body, (jnp.int32(0), 0.0 * r.step_mm))
-    return acc * r.step_mm
+    return (acc + bg * grid_integral(r)) * r.step_mm
 
   out = jax.lax.map(one_group, jnp.arange(n_groups))   # [groups, G * T], sorted tile order
   out = out.reshape(-1, tile)[jnp.argsort(order)]

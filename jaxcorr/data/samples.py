@@ -101,34 +101,58 @@ class RecipeMaker:
             "rejected": np.int32(tries)}
 
 
+def _recipe_views(bank: dict, recipe: dict, framing: Framing):
+  params = {k: recipe[k] for k in ("gantry", "out_of_plane", "sid", "sdd", "translation")}
+  return _views(params, bank["extent"][recipe["volume"]], framing)
+
+
+def render_images(bank: dict, recipe: dict, *, framing: Framing) -> jnp.ndarray:
+  """The DRRs of one recipe from the device-resident bank: [N, H, W]."""
+  i = recipe["volume"]
+  h, w = framing.detector_size
+  return drr.project(bank["images"][i], bank["origin"][i], bank["spacing"][i],
+                     _recipe_views(bank, recipe, framing), height=h, width=w, padded=True,
+                     box=bank["box"][i])
+
+
+def render_labels(bank: dict, recipe: dict, *, framing: Framing, threshold: float,
+                  label_method: str = "sparse") -> jnp.ndarray:
+  """The correspondence labels of one recipe: [P, L, L]."""
+  i = recipe["volume"]
+  h, w = framing.detector_size
+  c_origin, c_spacing = labels.coarse_grid(bank["origin"][i], bank["spacing"][i], framing.patch)
+  return labels.correspondence(bank["weights"][i], c_origin, c_spacing,
+                               _recipe_views(bank, recipe, framing), height=h, width=w,
+                               k=framing.patch, threshold=threshold, method=label_method)
+
+
 def render_one(bank: dict, recipe: dict, *, framing: Framing, threshold: float,
                label_method: str = "sparse") -> tuple[jnp.ndarray, jnp.ndarray]:
   """Renders one recipe from the device-resident bank: (views [N, H, W], corr [P, L, L])."""
-  i = recipe["volume"]
-  params = {k: recipe[k] for k in ("gantry", "out_of_plane", "sid", "sdd", "translation")}
-  views = _views(params, bank["extent"][i], framing)
-  h, w = framing.detector_size
-  images = drr.project(bank["images"][i], bank["origin"][i], bank["spacing"][i], views,
-                       height=h, width=w, padded=True)
-  c_origin, c_spacing = labels.coarse_grid(bank["origin"][i], bank["spacing"][i], framing.patch)
-  corr = labels.correspondence(bank["weights"][i], c_origin, c_spacing, views, height=h,
-                               width=w, k=framing.patch, threshold=threshold,
-                               method=label_method)
-  return images, corr
+  return (render_images(bank, recipe, framing=framing),
+          render_labels(bank, recipe, framing=framing, threshold=threshold,
+                        label_method=label_method))
 
 
 @functools.partial(jax.jit, static_argnames=("framing", "threshold", "label_method"))
 def render_batch(bank: dict, recipes: dict, *, framing: Framing, threshold: float,
                  label_method: str = "sparse") -> tuple[jnp.ndarray, jnp.ndarray]:
-  """`render_one` vmapped over a batch of recipes: views [B, N, H, W], corr [B, P, L, L]."""
-  fn = functools.partial(render_one, framing=framing, threshold=threshold,
-                         label_method=label_method)
-  return jax.vmap(lambda r: fn(bank, r))(recipes)
+  """`render_one` over a batch of recipes: views [B, N, H, W], corr [B, P, L, L].
+
+  Labels are vmapped; the DRRs go one sample after another (`lax.map`), since the marcher's
+  loops run as long as their longest ray, which a vmapped batch would share (measured 1.3x
+  faster at the paper's size on a CPU).
+  """
+  images = jax.lax.map(lambda r: render_images(bank, r, framing=framing), recipes)
+  corr = jax.vmap(lambda r: render_labels(bank, r, framing=framing, threshold=threshold,
+                                          label_method=label_method))(recipes)
+  return images, corr
 
 
 def bank_arrays(bank, dtype=jnp.float32) -> dict:
   """The bank's arrays as device arrays, ready for `render_batch`; images in `dtype`, padded
-  once for the projector (`drr.pad`) rather than at every sample."""
+  once for the projector (`drr.pad`) rather than at every sample, with the box of each
+  image's voxels that differ from its background (`drr.content_box`), found once too."""
   # Padded on the host into one preallocated array, then moved once: no second full copy.
   k, x, y, z = bank.images.shape
   p0, p1 = drr.PAD
@@ -136,6 +160,7 @@ def bank_arrays(bank, dtype=jnp.float32) -> dict:
   padded[:, p0:p0 + x, p0:p0 + y, p0:p0 + z] = bank.images
   images = jnp.asarray(padded, dtype)
   del padded
-  return {"images": images, "weights": jnp.asarray(bank.weights),
+  box = jax.lax.map(lambda img: drr.content_box(img, padded=True), images)
+  return {"images": images, "box": box, "weights": jnp.asarray(bank.weights),
           "origin": jnp.asarray(bank.origin), "spacing": jnp.asarray(bank.spacing),
           "extent": jnp.asarray(bank.extent)}
