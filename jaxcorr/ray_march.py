@@ -11,7 +11,7 @@ volume box, 5% inside the box around the patient).
 This module computes the same sum over the planes that can differ from the background and
 no others.
 
-  background b   the corner voxel's value (`background`): 0 for attenuation (air), the
+  background b   the corner voxels' value (`background`): 0 for attenuation (air), the
              sigmoid of air for the paper's bone emphasis. The volume is b outside the box, so
              each sample there is b g_b(x_b) g_c(x_c), where g(x) = clip(min(x + 1, n - x), 0, 1)
              interpolates the grid's indicator (1 on voxels, 0 in the zero padding). With G the
@@ -79,13 +79,23 @@ def full_box(dims) -> jnp.ndarray:
 
 
 def background(padded_volume: jnp.ndarray) -> jnp.ndarray:
-  """The value taken as the volume's background: its corner voxel (0, 0, 0)."""
-  return padded_volume[PAD[0], PAD[0], PAD[0]].astype(jnp.float32)
+  """The value taken as the volume's background: that of its 8 corner voxels if they agree
+  (air, for a CT padded to a cube), else 0.
+
+  Any value gives the same sum; a wrong one only costs time and, through the cancellation
+  of b G against the box's share, float32 rounding (a lone non-zero corner voxel would
+  otherwise make every other voxel 'content').
+  """
+  inner = padded_volume[PAD[0]:-PAD[1], PAD[0]:-PAD[1], PAD[0]:-PAD[1]]
+  ends = jnp.asarray([0, -1])
+  corners = inner[ends][:, ends][:, :, ends]
+  agree = jnp.all(corners == corners[0, 0, 0])
+  return jnp.where(agree, corners[0, 0, 0], 0).astype(jnp.float32)
 
 
 def content_box(padded_volume: jnp.ndarray) -> jnp.ndarray:
   """int32 [2, 3] (lo, hi): the smallest box holding every voxel that differs from the
-  background (`background`, the corner voxel: air, for a CT padded to a cube).
+  background (`background`, the corner voxels' value: air, for a CT padded to a cube).
 
   Args:
     padded_volume: the projector's zero-padded volume (`drr.pad`), [X + 3, Y + 3, Z + 3].
@@ -94,7 +104,7 @@ def content_box(padded_volume: jnp.ndarray) -> jnp.ndarray:
     Rows lo and hi in unpadded voxel indices; lo > hi on some axis if the volume is constant.
   """
   inner = padded_volume[PAD[0]:-PAD[1], PAD[0]:-PAD[1], PAD[0]:-PAD[1]]
-  differs = inner != inner[0, 0, 0]
+  differs = inner != background(padded_volume).astype(inner.dtype)
   out = []
   for axis in range(3):
     hit = jnp.any(differs, axis=tuple(i for i in range(3) if i != axis))

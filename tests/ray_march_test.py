@@ -74,6 +74,12 @@ def test_content_box_is_the_box_of_voxels_that_differ_from_the_corner():
     np.testing.assert_array_equal(
         np.asarray(drr.content_box(drr.pad(jnp.asarray(vol)), padded=True)), box)
     assert float(ray_march.background(drr.pad(jnp.asarray(vol)))) == background
+  # A lone value in a corner is content, not background: the corners must agree.
+  vol = np.zeros((6, 7, 8), np.float32)
+  vol[5, 0, 7] = 3.0
+  assert float(ray_march.background(drr.pad(jnp.asarray(vol)))) == 0.0
+  np.testing.assert_array_equal(np.asarray(drr.content_box(jnp.asarray(vol))),
+                                [[5, 0, 7], [5, 0, 7]])
   np.testing.assert_array_equal(np.asarray(ray_march.full_box((6, 7, 8))), [[0, 0, 0], [5, 6, 7]])
 
 
