@@ -387,8 +387,9 @@ def correspondence_reference(weights_coarse, coarse_origin, coarse_spacing, view
   for v in zip(*np.nonzero(weights > threshold)):
     one = np.zeros(weights.shape, np.float32)
     one[v] = 1.0
+    # The dense kernel: the oracle stays independent of the clipped marcher's bookkeeping.
     p = np.asarray(drr.project_jit(jnp.asarray(one), coarse_origin, coarse_spacing, patches,
-                               height=h, width=w)).reshape(n, -1)
+                                   height=h, width=w, method="dense")).reshape(n, -1)
     lo, hi = p.min(axis=1, keepdims=True), p.max(axis=1, keepdims=True)
     p = np.where(hi > lo, (p - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0).astype(np.float32)
     for q, (i, j) in enumerate(pairs):
