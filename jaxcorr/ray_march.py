@@ -33,8 +33,8 @@ no others.
 
 Each sample is computed as the dense projector computes it (coordinates clipped to [-1, n],
 in-bounds reads of the zero-padded volume), so the result equals the dense sum up to float32
-rounding (the order of the additions, and b G for b != 0). The loop has a data-dependent trip count, so it is forward-only:
-`drr.project_rays` differentiates through the dense formulation instead.
+rounding (the order of the additions, and b G for b != 0). The loop has a data-dependent trip
+count, so it is forward-only: `drr.project_rays` differentiates through the dense formulation.
 """
 
 from __future__ import annotations
@@ -45,8 +45,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# For each dominant axis a, the two other axes (b, c) in increasing order.
-OTHER_AXES = np.array([[1, 2], [0, 2], [0, 1]], np.int32)
 # Zero planes of the padded volume before and after each axis (see `drr.pad`).
 PAD = (1, 2)
 # Slack (voxels) on the box limits, so that rounding never drops a plane that reads the box;
