@@ -85,7 +85,7 @@ def drr():
   """Projector settings (`config.drr`)."""
   return ml_collections.ConfigDict(dict(
       dtype="float32",     # volume storage on the device: float32 | bfloat16
-      method="clipped",    # clipped (each ray only through the CT's non-zero box) | dense
+      method="clipped",    # clipped (rays only cross the box around the patient) | dense
       batch_size=4096,     # rays per marching group (clipped) or per chunk (dense)
   ))
 
