@@ -146,6 +146,7 @@ def ray_samples(dims: tuple[int, int, int], strides: np.ndarray, spacing: jnp.nd
 
 
 METHODS = ("clipped", "dense")
+_DENSE_CHUNK = 16384   # rays per chunk of the dense kernel unless the caller says otherwise
 
 
 def _dense_rays(flat, dims, strides, spacing, s_idx, q_idx, batch_size):
@@ -168,7 +169,8 @@ def _clipped_rays_jvp(dims, strides, batch_size, primals, tangents):
   # split is an identity for any value, so its tangent is not needed.
   flat, spacing, s_idx, q_idx, box, bg = primals
   out = _clipped_rays(flat, dims, strides, spacing, s_idx, q_idx, batch_size, box, bg)
-  dense = lambda f, sp, s_, q_: _dense_rays(f, dims, np.asarray(strides), sp, s_, q_, 16384)
+  dense = lambda f, sp, s_, q_: _dense_rays(f, dims, np.asarray(strides), sp, s_, q_,
+                                                _DENSE_CHUNK)
   _, tangent = jax.jvp(dense, (flat, spacing, s_idx, q_idx), tangents[:4])
   return out, tangent
 
@@ -211,7 +213,7 @@ def project_rays(volume: jnp.ndarray, origin: jnp.ndarray, spacing: jnp.ndarray,
   q_idx = (targets - origin) / spacing
   if method == "dense":
     return _dense_rays(flat, dims, strides, spacing, s_idx, q_idx,
-                       16384 if batch_size is None else batch_size)
+                       _DENSE_CHUNK if batch_size is None else batch_size)
   padded_volume = flat.reshape(tuple(d + sum(_PAD) for d in dims))
   if box is None:
     box = ray_march.content_box(padded_volume)

@@ -7,13 +7,16 @@ resampled to size^3 as the render job does, onto a detector^2 detector, and prin
 seconds per view and views/s of each projector for each batch of views, and the ratio
 (RTK time / jaxcorr time: above 1 means jaxcorr is faster). jaxcorr runs its default
 'clipped' marcher (the content box found inside each call) and, for reference, the 'dense'
-one that walks every ray through all planes. Results go to docs/benchmarks.md.
+one that walks every ray through all planes, each with its first-call (compilation) time,
+and the largest difference between their images relative to the image maximum. Results go
+to docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import time
 
 import jax
 import jax.numpy as jnp
@@ -64,7 +67,7 @@ def main(argv):
     angles = np.linspace(0.0, 180.0, n, endpoint=False)
     views = geometry.circular_views(sid=sid, sdd=sdd, gantry_angles=angles,
                                     detector_size=(det, det), pixel_spacing=spacing)
-    times = {}
+    times, first, images = {}, {}, {}
     for method in ("clipped", "dense"):
       if _CPU_DEVICES.value > 1:
         mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
@@ -75,25 +78,32 @@ def main(argv):
         run = lambda: jax.block_until_ready(drr.project_jit(
             dev_vol, vol.origin, vol.spacing, views, height=det, width=det, padded=True,
             method=method))
+      t0 = time.perf_counter()
+      images[method] = np.asarray(run())
+      first[method] = time.perf_counter() - t0          # compilation + one call
       times[method] = timing.median_seconds(run, _REPEATS.value) / n
+    diff = (np.abs(images["clipped"] - images["dense"]).max()
+            / max(np.abs(images["dense"]).max(), 1e-30))
     t_rtk = float("nan")
     if rtk.available():
       img = rtk.volume_image(mu, vol.origin, vol.spacing)
       geo = rtk.circular_geometry(sid=sid, sdd=sdd, gantry_angles=angles)
       t_rtk = timing.median_seconds(lambda: rtk.joseph_project(
           img, geo, detector_size=(det, det), pixel_spacing=spacing), _REPEATS.value) / n
-    rows.append((n, times["clipped"], times["dense"], t_rtk))
+    rows.append((n, times["clipped"], first["clipped"], times["dense"], first["dense"], diff,
+                 t_rtk))
   device = jax.devices()[0]
   print(f"DRR benchmark: {name} -> {_SIZE.value}^3 ({_DTYPE.value}, {_INTENSITY.value}), "
         f"{det}^2 detector, "
         f"{len(jax.devices())} x {device.platform} ({device.device_kind}), {os.cpu_count()} CPUs, "
         f"{platform.processor() or platform.machine()}")
-  print("| views/call | jaxcorr s/view | jaxcorr views/s | jaxcorr dense s/view "
-        "| RTK Joseph s/view | RTK views/s | ratio RTK/jaxcorr |")
-  print("|---|---|---|---|---|---|---|")
-  for n, tj, td, tr in rows:
-    print(f"| {n} | {tj:.4f} | {1 / tj:.1f} | {td:.4f} | {tr:.4f} | {1 / tr:.1f} "
-          f"| {tr / tj:.2f} |")
+  print("| views/call | jaxcorr s/view | jaxcorr views/s | first call s | dense s/view "
+        "| dense first call s | max abs diff / max | RTK Joseph s/view | RTK views/s "
+        "| ratio RTK/jaxcorr |")
+  print("|---|---|---|---|---|---|---|---|---|---|")
+  for n, tj, fj, td, fd, diff, tr in rows:
+    print(f"| {n} | {tj:.4f} | {1 / tj:.1f} | {fj:.2f} | {td:.4f} | {fd:.2f} | {diff:.1e} "
+          f"| {tr:.4f} | {1 / tr:.1f} | {tr / tj:.2f} |")
   if not rtk.available():
     print("ITK-RTK not installed (pip install itk-rtk): its columns are empty.")
 
