@@ -28,44 +28,54 @@ corr.source=model with corr.checkpoint=PRETRAIN for guidance. ImageNet initialis
 import ml_collections
 
 from configs import common, make_fractures
+from jaxcorr.tasks import classification
 
-SIZES = ("tiny", "cpu", "default")
-ROWS = ("single", "late", "early", "early_pretrained", "early_guided")
-PRESETS = SIZES + tuple(f"{s},{r}" for s in SIZES for r in ROWS + ("sweep",))
+# One row per size: what differs from the default (ViT-S/16 at 256 px on one GPU).
+SIZES = {
+    "default": {},
+    "tiny": {**common.sized(64), "image_size": (64, 64), "model.vit": "vit_test",
+             "steps": 20, "batch_size": 8, "optim.learning_rate": 1e-3, "log_every": 5,
+             "eval_every": 10, "data.phantoms": 8, "generate.samples_per_volume": 4,
+             "generate.render_batch": 4, "fracture.gap_mm": 6.0,
+             "fracture.displacement_mm": 8.0},
+    "cpu": {**common.sized(128), "image_size": (128, 128), "model.vit": "vit_ti16",
+            "steps": 300, "data.phantoms": 16, "generate.samples_per_volume": 16,
+            "generate.visibility": False,
+            "fracture.gap_mm": 4.0,            # 128^3 cubes: ~2.3 mm voxels
+            "fracture.displacement_mm": 6.0,
+            "data.splits": (0.5, 0.25, 0.25)},  # 64 validation and 64 test studies
+}
+ROWS = tuple(classification.ROWS)
+
+
+def _row(row):
+  """Preset overrides of a Table-3 row (`classification.ROWS`) but its pretraining run, which
+  the *_pretrained rows take from --config.init_from (the sweep fills it from
+  config.pretrained)."""
+  if row == "sweep":
+    return {"job": "classify_sweep"}
+  return {k: v for k, v in classification.ROWS[row].items() if k != "init_from"}
+
+
+PRESETS = {**{s: SIZES[s] for s in ("tiny", "cpu", "default")},
+           **{f"{s},{r}": {**SIZES[s], **_row(r)}
+              for s in ("tiny", "cpu", "default") for r in ROWS + ("sweep",)}}
 
 
 def get_config(arg=None):
-  preset = common.parse_preset(arg, PRESETS)
-  size_name, _, row = preset.partition(",")
-  row = row or "early"
-  tiny, cpu = size_name == "tiny", size_name == "cpu"
-  size = 64 if tiny else 128 if cpu else 256
-  # The fracture benchmark's blocks (ct, intensity, views, labels, data, fracture, negative,
-  # generate): the job makes the data with them when data.shards has none.
-  config = make_fractures.get_config("tiny" if tiny else "default")
-  config.ct.size = size
-  config.views.detector_size = (size, size)
-  if cpu:
-    config.data.phantoms = 16
-    config.generate.samples_per_volume = 16
-    config.generate.visibility = False
-    config.fracture.gap_mm = 4.0          # 128^3 cubes: ~2.3 mm voxels
-    config.fracture.displacement_mm = 6.0
-    config.data.splits = (0.5, 0.25, 0.25)   # 64 validation and 64 test studies
-  steps = {"tiny": 20, "cpu": 300, "default": 5000}[size_name]
-  config.update(common.training(steps, learning_rate=3e-4 if not tiny else 1e-3,
-                                batch_size=8 if tiny else 16))
-  config.job = "classify_sweep" if row == "sweep" else "classify"
+  config = make_fractures.get_config()
+  config.update(common.training(5000, learning_rate=3e-4, batch_size=16))
+  config.job = "classify"
   config.optim.weight_decay = 0.05
-  config.optim.warmup_steps = steps // 10
-  config.image_size = (size, size)
+  config.optim.warmup_fraction = 0.1
+  config.image_size = (256, 256)
   config.studies = ml_collections.ConfigDict(dict(
       source="fractures",     # fractures | mura | csv
       path="",                # mura: the folder holding MURA-v1.1; csv: the study list
       body_parts=("XR_ELBOW", "XR_FOREARM", "XR_HAND", "XR_WRIST"),
   ))
   config.model = ml_collections.ConfigDict(dict(
-      vit={"tiny": "vit_test", "cpu": "vit_ti16", "default": "vit_s16"}[size_name],
+      vit="vit_s16",
       fusion="early",         # single | late | early
       max_views=2,
       guidance="none",        # none | layer | head (alpha per layer, or per layer and head)
@@ -83,20 +93,7 @@ def get_config(arg=None):
   config.init_from = ""       # backbone from a pretraining run (set by the rows)
   config.init_timm = ""       # or from a timm ViT file (.safetensors)
   config.augment = ml_collections.ConfigDict(dict(radiometric=common.augment().radiometric))
-  config.eval = ml_collections.ConfigDict(dict(batch_size=8 if tiny else 16))
+  config.eval = ml_collections.ConfigDict(dict(batch_size=config.get_ref("batch_size")))
   config.ckpt.best_metric = "auroc"
   config.sweep = ml_collections.ConfigDict(dict(rows=ROWS, seeds=(0, 1, 2)))
-  if tiny:
-    config.log_every = 5
-    config.eval_every = 10
-  if row not in ("early", "sweep"):
-    _row(config, row)
-  return config
-
-
-def _row(config, row):
-  config.model.fusion = {"single": "single", "late": "late"}.get(row, "early")
-  if row == "early_guided":
-    config.model.guidance = "layer"
-  # The *_pretrained rows need --config.init_from=PRETRAIN (the sweep fills it from
-  # config.pretrained).
+  return common.apply_preset(config, PRESETS, arg)

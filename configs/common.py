@@ -16,15 +16,35 @@ def parse_preset(arg, allowed):
 
   Args:
     arg: the string after the colon, or None.
-    allowed: the preset names this config file knows, the first being the default.
+    allowed: the preset names this config file knows (a sequence or a dict), the first being
+      the default.
 
   Raises:
     ValueError: for an unknown preset, listing the allowed ones.
   """
+  allowed = list(allowed)
   preset = arg or allowed[0]
   if preset not in allowed:
     raise ValueError(f"unknown config preset {preset!r}; allowed presets: {', '.join(allowed)}")
   return preset
+
+
+def apply_preset(config, presets: dict, arg):
+  """`config` (the default) with the overrides of the preset `arg` names.
+
+  Args:
+    config: the default config of a file, built whole.
+    presets: {name: {flattened field: value}}, one row per preset, the default's row ({})
+      first; a row lists only what differs from the default.
+    arg: the string after the colon of `--config=file.py:PRESET`, or None.
+  """
+  config.update_from_flattened_dict(presets[parse_preset(arg, presets)])
+  return config
+
+
+def sized(size):
+  """Preset overrides for `size`^3 CT cubes rendered to `size`^2 views."""
+  return {"ct.size": size, "views.detector_size": (size, size)}
 
 
 def ct(size=256):
@@ -123,7 +143,7 @@ def views(n_views=2, detector=256):
 
 
 def labels(patch=16):
-  """Correspondence labels (`config.labels`); see jaxcorr/labels.py."""
+  """Correspondence labels (`config.labels`); see jaxcorr/projection/labels.py."""
   return ml_collections.ConfigDict(dict(
       patch=patch,              # patch size k in pixels (and the volume pooling factor)
       pooling="mean",           # 'mean' | 'max'
@@ -178,12 +198,15 @@ def training(steps, learning_rate=1e-4, batch_size=16):
   return dict(
       steps=steps,
       batch_size=batch_size,        # global batch (all devices and hosts)
-      log_every=max(1, min(50, steps // 10)),
-      eval_every=max(1, steps // 4),
+      # 0 = derived from `steps` when the run starts (`train.loop.cadences`): a log line every
+      # steps/10 (at most 50) steps, 4 evaluations (each with a checkpoint), 4 checkpoints.
+      log_every=0,
+      eval_every=0,
       stop_after_step=0,            # > 0: stop cleanly after this step (time-boxed runs)
       optim=ml_collections.ConfigDict(dict(
           learning_rate=learning_rate,  # paper: 1e-4 pretraining, 1e-5 fine-tuning
           warmup_steps=0,
+          warmup_fraction=0.0,      # when warmup_steps is 0: this fraction of `steps`
           end_fraction=0.0,         # cosine decays to this fraction of the peak
           clip_norm=0.0,            # > 0: clip the global gradient norm
           weight_decay=0.0,         # > 0: AdamW, decoupled decay on weight matrices only
@@ -195,6 +218,7 @@ def training(steps, learning_rate=1e-4, batch_size=16):
           distributed=False,        # call jax.distributed.initialize() (multi-host)
       )),
       ckpt=ml_collections.ConfigDict(dict(
-          every=max(1, steps // 4), keep=3, keep_best=1, best_metric="ap",
+          every=0,                  # 0 = steps // 4, derived when the run starts
+          keep=3, keep_best=1, best_metric="ap",
       )),
   )

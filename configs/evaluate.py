@@ -12,11 +12,14 @@ import ml_collections
 
 from configs import common
 
-PRESETS = ("default", "tiny")
+# One row per preset: what differs from the default.
+PRESETS = {
+    "default": {},
+    "tiny": {"eval.batches": 2, "eval.batch_size": 4},
+}
 
 
 def get_config(arg=None):
-  preset = common.parse_preset(arg, PRESETS)
   config = ml_collections.ConfigDict()
   config.job = "evaluate"
   config.seed = 0
@@ -24,7 +27,5 @@ def get_config(arg=None):
   config.checkpoint = "best"          # best | latest
   config.untrained = True             # add the untrained model as a baseline row
   config.overlays = 2                 # overlay pictures per run
-  config.eval = ml_collections.ConfigDict(dict(
-      batches=2 if preset == "tiny" else 16, batch_size=4 if preset == "tiny" else 8,
-      seed=4321))
-  return config
+  config.eval = ml_collections.ConfigDict(dict(batches=16, batch_size=8, seed=4321))
+  return common.apply_preset(config, PRESETS, arg)

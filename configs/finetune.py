@@ -20,14 +20,18 @@ import ml_collections
 
 from configs import common
 
-PRESETS = ("default", "tiny")
+# One row per preset: what differs from the default (the paper's setting on one GPU).
+PRESETS = {
+    "default": {},
+    # A short CPU run takes larger steps than the paper's 1e-5.
+    "tiny": {"steps": 40, "batch_size": 4, "optim.learning_rate": 3e-4, "log_every": 5,
+             "eval_every": 20},
+}
 
 
 def get_config(arg=None):
-  preset = common.parse_preset(arg, PRESETS)
-  tiny = preset == "tiny"
-  config = ml_collections.ConfigDict(common.training(
-      steps=40 if tiny else 2000, learning_rate=1e-5, batch_size=4 if tiny else 16))
+  config = ml_collections.ConfigDict(common.training(steps=2000, learning_rate=1e-5,
+                                                     batch_size=16))
   config.job = "finetune"
   config.seed = 0
   config.init_from = ""          # a pretraining workdir (or one of its checkpoint directories)
@@ -40,10 +44,6 @@ def get_config(arg=None):
   config.max_pairs = 128         # annotated patch pairs per study, at most (paper: 3 + 100)
   config.loss = ml_collections.ConfigDict(dict(pos_weight=1.0))
   config.augment = ml_collections.ConfigDict(dict(radiometric=common.augment().radiometric))
-  config.eval = ml_collections.ConfigDict(dict(batch_size=4 if tiny else 16))
+  config.eval = ml_collections.ConfigDict(dict(batch_size=config.get_ref("batch_size")))
   config.ckpt.best_metric = "ap"
-  if tiny:  # a short CPU run takes larger steps than the paper's 1e-5
-    config.optim.learning_rate = 3e-4
-    config.log_every = 5
-    config.eval_every = 20
-  return config
+  return common.apply_preset(config, PRESETS, arg)

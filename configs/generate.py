@@ -13,20 +13,22 @@ import ml_collections
 
 from configs import common
 
-PRESETS = ("default", "tiny")
+# One row per preset: what differs from the default (the paper's scale).
+PRESETS = {
+    "default": {},
+    "tiny": {**common.sized(64), "data.phantoms": 8, "generate.samples_per_volume": 4,
+             "generate.render_batch": 4},
+}
 
 
 def get_config(arg=None):
-  preset = common.parse_preset(arg, PRESETS)
-  tiny = preset == "tiny"
-  size = 64 if tiny else 256
   config = ml_collections.ConfigDict()
   config.job = "generate"
   config.seed = 0
-  common.add_sample_sources(config, size=size, phantoms=8 if tiny else 64)
+  common.add_sample_sources(config, size=256, phantoms=64)
   config.generate = ml_collections.ConfigDict(dict(
-      samples_per_volume=4 if tiny else 64,
-      render_batch=4 if tiny else 8,     # samples rendered per device call
+      samples_per_volume=64,
+      render_batch=8,                    # samples rendered per device call
       views_dtype="float16",             # float16 | uint16
   ))
-  return config
+  return common.apply_preset(config, PRESETS, arg)

@@ -14,10 +14,10 @@
       when there is one; the host part (fracture, intensities, pooling) is ~1 s a sample.
       `generate.visibility=False` skips the before/after render of positives (~1/4 of the time).
 Both are resumable: run the same command again after a kill and only missing shards are
-written. A volume without a long bone (see jaxcorr/ct/fracture.py) is skipped with a warning and
+written. A volume without a long bone (see jaxcorr/ct/long_bones.py) is skipped with a warning and
 listed in manifest.json (`ct.on_error=raise` stops instead). Splits are by volume
 (data.splits), so no CT is in two splits. Records and their fields:
-jaxcorr/jobs/make_fractures.py; read them with make_fractures.shard_paths / decode.
+jaxcorr/data/fractures.py; read them with records.shard_paths / fractures.decode.
 
 Difficulty: `fracture.gap_mm` (gap width; it must span a voxel of the cube, ~1.2 mm at 256^3
 of a 300 mm field), `displacement_mm` and `angulation_deg` (largest fragment move; drawn in
@@ -28,14 +28,11 @@ import ml_collections
 
 from configs import common
 
-PRESETS = ("default", "tiny")
-
-
-def fracture(tiny=False):
+def fracture():
   """Fracture insertion (`config.fracture`): `fracture.insert_fracture` keywords + p_displace."""
   return ml_collections.ConfigDict(dict(
-      gap_mm=6.0 if tiny else 2.0,          # gap width, mm (tiny cubes have ~4.7 mm voxels)
-      displacement_mm=8.0 if tiny else 4.0,  # largest fragment translation, mm
+      gap_mm=2.0,                           # gap width, mm (a voxel of the cube or more)
+      displacement_mm=4.0,                  # largest fragment translation, mm
       angulation_deg=10.0,                  # largest fragment angulation, degrees
       p_displace=0.5,                       # probability a fracture is displaced/angulated
       max_tilt_deg=20.0,                    # plane normal within this of the bone axis
@@ -59,25 +56,30 @@ def negative():
   ))
 
 
+# One row per preset: what differs from the default (256^3 cubes, 64 samples per volume).
+PRESETS = {
+    "default": {},
+    # 64^3 cubes have ~4.7 mm voxels: a wider gap and a larger move stay visible.
+    "tiny": {**common.sized(64), "data.phantoms": 8, "generate.samples_per_volume": 4,
+             "generate.render_batch": 4, "fracture.gap_mm": 6.0,
+             "fracture.displacement_mm": 8.0},
+}
+
+
 def get_config(arg=None):
-  preset = common.parse_preset(arg, PRESETS)
-  tiny = preset == "tiny"
-  size = 64 if tiny else 256
   config = ml_collections.ConfigDict()
   config.job = "make_fractures"
   config.seed = 0
-  common.add_sample_sources(config, size=size, phantoms=8 if tiny else 64)
-  # A volume without a long bone gets an empty shard, a warning and a manifest entry
-  # (`skipped_volumes`) rather than stopping a long run; 'raise' stops at it.
+  common.add_sample_sources(config, size=256, phantoms=64)
   config.ct.on_error = "skip"
-  config.fracture = fracture(tiny)
+  config.fracture = fracture()
   config.negative = negative()
   config.generate = ml_collections.ConfigDict(dict(
-      samples_per_volume=4 if tiny else 64,  # half of them fractured
-      render_batch=4 if tiny else 8,         # samples rendered per device call
+      samples_per_volume=64,                 # half of them fractured
+      render_batch=8,                        # samples rendered per device call
       views_dtype="float16",                 # float16 | uint16
       with_corr=True,                        # store the exact correspondence labels C
       visibility=True,                       # render before/after to measure `change`
       visible_threshold=0.05,                # `visible` = change >= this (normalised units)
   ))
-  return config
+  return common.apply_preset(config, PRESETS, arg)

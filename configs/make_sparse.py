@@ -16,26 +16,28 @@ import ml_collections
 
 from configs import common
 
-PRESETS = ("default", "tiny")
+# One row per preset: what differs from the default.
+PRESETS = {
+    "default": {},
+    "tiny": {**common.sized(64), "data.phantoms": 6, "sparse.studies_per_volume": 4,
+             "sparse.negatives": 20},
+}
 
 
 def get_config(arg=None):
-  preset = common.parse_preset(arg, PRESETS)
-  tiny = preset == "tiny"
-  size = 64 if tiny else 256
   config = ml_collections.ConfigDict()
   config.job = "make_sparse"
   config.seed = 0
-  common.add_sample_sources(config, size=size, phantoms=6 if tiny else 16)
+  common.add_sample_sources(config, size=256, phantoms=16)
   # Not training's image model: physical attenuation, then a radiograph-like appearance.
   config.intensity.model = "attenuation"
   config.sparse = ml_collections.ConfigDict(dict(
-      studies_per_volume=4 if tiny else 20,
+      studies_per_volume=20,
       positives=3,             # per view pair (paper: 3)
-      negatives=20 if tiny else 100,   # per view pair (paper: 100)
+      negatives=100,           # per view pair (paper: 100)
       positive_min=0.2,        # a positive click lands on patches with exact C > this
       negative_max=0.0,        # a negative click lands on patches with exact C <= this
       upsample=2,              # files are this many times the model's input size
       body_part="synthetic",
   ))
-  return config
+  return common.apply_preset(config, PRESETS, arg)

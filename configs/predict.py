@@ -15,7 +15,7 @@ Commands and what to expect:
 
 import ml_collections
 
-PRESETS = ("default",)
+PRESETS = {"default": {}}  # one preset: the jobs have nothing to size
 
 
 def get_config(arg=None):

@@ -25,30 +25,36 @@ model.head in {cosine, cosine_squared}, data.mode in {on_the_fly, offline}.
 import ml_collections
 
 from configs import common
+from jaxcorr.models.build import SIZES
 
-PRESETS = ("default", "tiny", "small", "tiny_vit", "vit")
+
+def model(size):
+  """Preset overrides for the correspondence model of size `size` (`jaxcorr.models.build`)."""
+  return {f"model.{k}": v for k, v in SIZES[size].items()}
+
+
+# One row per preset: what differs from the default (the paper's model on one GPU).
+PRESETS = {
+    "default": {},
+    "tiny": {**common.sized(64), **model("tiny"), "steps": 200, "batch_size": 8,
+             "data.phantoms": 8, "eval.batches": 4, "optim.learning_rate": 1e-3, "log_every": 0},
+    "small": {**common.sized(128), **model("small"), "steps": 2000, "batch_size": 8,
+              "optim.learning_rate": 3e-4, "log_every": 0},
+    "tiny_vit": {**common.sized(128), **model("tiny_vit"), "steps": 300, "batch_size": 8,
+                 "eval.batches": 4, "optim.learning_rate": 3e-4, "log_every": 0},
+    "vit": {**model("paper_vit"), "log_every": 0},
+}
 
 
 def get_config(arg=None):
-  preset = common.parse_preset(arg, PRESETS)
-  size = {"default": 256, "tiny": 64, "small": 128, "tiny_vit": 128, "vit": 256}[preset]
-  steps = {"default": 100_000, "tiny": 200, "small": 2000, "tiny_vit": 300,
-           "vit": 100_000}[preset]
-  batch = {"default": 16, "tiny": 8, "small": 8, "tiny_vit": 8, "vit": 16}[preset]
-  config = ml_collections.ConfigDict(common.training(steps, learning_rate=1e-4, batch_size=batch))
+  config = ml_collections.ConfigDict(common.training(100_000, learning_rate=1e-4, batch_size=16))
   config.job = "pretrain"
   config.seed = 0
-  common.add_sample_sources(config, size=size,
-                            phantoms={"tiny": 8}.get(preset, 16))
+  config.log_every = 10  # a line every ~7 min even on a 2-core CPU (0.39 samples/s there)
+  common.add_sample_sources(config, size=256, phantoms=16)
   config.augment = common.augment()
   config.model = ml_collections.ConfigDict(dict(
-      backbone={"default": "resnet50", "tiny": "resnet_tiny", "small": "resnet_tiny",
-                "tiny_vit": "vit_ti16", "vit": "vit_s16"}[preset],
-      d_model={"default": 512, "tiny": 64, "small": 128, "tiny_vit": 64, "vit": 512}[preset],
-      n_layers={"default": 8, "tiny": 2, "small": 4, "tiny_vit": 2, "vit": 8}[preset],
-      n_heads={"default": 8, "tiny": 4, "small": 4, "tiny_vit": 4, "vit": 8}[preset],
-      mlp_dim={"default": 1024, "tiny": 128, "small": 256, "tiny_vit": 128,
-               "vit": 1024}[preset],
+      **SIZES["paper"],     # backbone, d_model, n_layers, n_heads, mlp_dim
       attention="transformer",
       head="cosine",
       in_channels=3,
@@ -57,10 +63,6 @@ def get_config(arg=None):
       dtype="float32",      # compute dtype: float32 | bfloat16 (params and loss stay float32)
   ))
   config.loss = ml_collections.ConfigDict(dict(pos_weight=1.0))
-  config.eval = ml_collections.ConfigDict(dict(batches=4 if preset in ("tiny", "tiny_vit") else 16,
-                                               batch_size=batch, seed=1234))
-  if preset == "default":
-    config.log_every = 10  # a line every ~7 min even on a 2-core CPU (0.39 samples/s there)
-  # Short CPU runs take larger steps than the paper's 1e-4 (which is for 100k GPU steps).
-  config.optim.learning_rate = {"tiny": 1e-3, "small": 3e-4, "tiny_vit": 3e-4}.get(preset, 1e-4)
-  return config
+  config.eval = ml_collections.ConfigDict(dict(
+      batches=16, batch_size=config.get_ref("batch_size"), seed=1234))
+  return common.apply_preset(config, PRESETS, arg)

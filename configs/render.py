@@ -18,20 +18,22 @@ import ml_collections
 
 from configs import common
 
-PRESETS = ("default", "tiny")
+# One row per preset: what differs from the default (256^3 -> 256^2).
+PRESETS = {
+    "default": {},
+    "tiny": {"ct.size": 64, "geometry.detector_size": (64, 64)},
+}
 
 
 def get_config(arg=None):
-  preset = common.parse_preset(arg, PRESETS)
-  size = {"default": 256, "tiny": 64}[preset]
   config = ml_collections.ConfigDict()
   config.job = "render"
   config.seed = 0
-  config.ct = common.ct(size=size)
+  config.ct = common.ct(size=256)
   config.intensity = common.intensity()
-  config.geometry = common.geometry(detector=size)
+  config.geometry = common.geometry(detector=256)
   config.drr = common.drr()
   config.labels = common.labels()
   config.labels.enabled = True   # write corr.npy and the correspondence pictures
   config.png = True
-  return config
+  return common.apply_preset(config, PRESETS, arg)

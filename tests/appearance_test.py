@@ -7,19 +7,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcorr.data import appearance, radiometric
+from jaxcorr.data import appearance, radiograph_effects, radiometric
 
 # Compiled once and shared (views [2, 24, 32], detector images [64, 64]): compiling, not
 # running, is what these tests spend their time on.
 APPLY = jax.jit(appearance.apply)
 DETECT = jax.jit(appearance.detect)
-TRANSMISSION = jax.jit(appearance.transmission)
-SCATTER = jax.jit(appearance.add_scatter)
-HEEL = jax.jit(appearance.heel_profile, static_argnums=0)
-WINDOW = jax.jit(appearance.robust_normalize)
-SHARPEN = jax.jit(appearance.unsharp_mask)
-SHUTTER = jax.jit(appearance.shutter)
-GLYPH = jax.jit(appearance.glyph_mask, static_argnums=0)
+TRANSMISSION = jax.jit(radiograph_effects.transmission)
+SCATTER = jax.jit(radiograph_effects.add_scatter)
+HEEL = jax.jit(radiograph_effects.heel_profile, static_argnums=0)
+WINDOW = jax.jit(radiograph_effects.robust_normalize)
+SHARPEN = jax.jit(radiograph_effects.unsharp_mask)
+SHUTTER = jax.jit(radiograph_effects.shutter)
+GLYPH = jax.jit(radiograph_effects.glyph_mask, static_argnums=0)
 
 OFF = dict(p_attenuation=0.0, p_noise=0.0, p_heel=0.0, p_scatter=0.0, p_display=0.0,
            p_shutter=0.0, p_glyphs=0.0, p_invert=0.0)
@@ -60,7 +60,7 @@ def test_transmission_spans_one_to_exp_minus_s():
 def test_quantum_noise_variance_follows_the_poisson_mean():
   s, n0 = 2.0, 400.0 * math.exp(2.0)            # constant view: lam = N0 exp(-s) = 400
   lam = n0 * np.exp(-s) * np.ones((128, 128), np.float32)
-  counts = np.asarray(jax.jit(appearance.quantum_noise)(lam, jax.random.key(0)), np.float64)
+  counts = np.asarray(jax.jit(radiograph_effects.quantum_noise)(lam, jax.random.key(0)), np.float64)
   assert counts.mean() == pytest.approx(400.0, abs=4 * 20 / 128)   # 4 standard errors
   assert counts.var() == pytest.approx(400.0, rel=0.06)            # ~5 standard errors
   # Through the log (delta method): var(-log(N / N0)) ~ 1 / lam, mean ~ s + 1 / (2 lam).
@@ -138,16 +138,16 @@ def test_shutters_set_the_borders_exactly():
 
 
 def test_glyphs_stamp_the_bitmap_and_touch_only_a_small_region():
-  mask = np.asarray(GLYPH((20, 20), appearance.GLYPHS.index("L"), 4.0, 4.0, 7.0))
+  mask = np.asarray(GLYPH((20, 20), radiograph_effects.GLYPHS.index("L"), 4.0, 4.0, 7.0))
   expected = np.zeros((20, 20), bool)
-  expected[4:11, 4:9] = appearance.FONT[appearance.GLYPHS.index("L")]
+  expected[4:11, 4:9] = radiograph_effects.FONT[radiograph_effects.GLYPHS.index("L")]
   np.testing.assert_array_equal(mask, expected)
   mirrored = np.asarray(GLYPH((20, 20), 1, 4.0, 4.0, 7.0, True))   # 'R' seen from behind
-  np.testing.assert_array_equal(mirrored[4:11, 4:9], appearance.FONT[1][:, ::-1])
-  assert mirrored.sum() == appearance.FONT[1].sum()
+  np.testing.assert_array_equal(mirrored[4:11, 4:9], radiograph_effects.FONT[1][:, ::-1])
+  assert mirrored.sum() == radiograph_effects.FONT[1].sum()
   big = np.asarray(GLYPH((40, 40), 1, 10.0, 20.0, 14.0))   # 'R', 2 px cells
-  np.testing.assert_array_equal(big[10:24:2, 20:30:2], appearance.FONT[1])
-  assert big.sum() == 4 * appearance.FONT[1].sum()
+  np.testing.assert_array_equal(big[10:24:2, 20:30:2], radiograph_effects.FONT[1])
+  assert big.sum() == 4 * radiograph_effects.FONT[1].sum()
   views = _views()
   base = np.asarray(radiometric.normalize(views))
   draw = jax.jit(appearance.Appearance(**{**OFF, "p_glyphs": 1.0}).sample, static_argnums=1)

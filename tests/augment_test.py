@@ -1,4 +1,4 @@
-"""Tests for jaxcorr.augment: hand-made C, image/C consistency, and agreement with the geometry.
+"""Tests for jaxcorr.data.augment: hand-made C, image/C consistency, and agreement with the geometry.
 
 The geometry tests move a view's detector in `Views` the way the transform moves its pixels,
 re-render (`drr.project_jit`) and re-label (`labels.correspondence_from_volume`), and compare
@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcorr import augment, drr, geometry, labels
+from jaxcorr.data import augment, index_maps
+from jaxcorr.projection import drr, geometry, labels
 
 N, H, W, K = 3, 32, 32, 8
 G = H // K       # patch grid side (4)
@@ -166,13 +167,13 @@ def test_flip_twice_and_rot90_four_times_are_identity():
 
 def test_compose_matches_sequential_application():
   images, c = _random_inputs()
-  first = augment.shift_map(H, W, (1, -1), k=K)
-  second = augment.rot90_map(H, 1)
-  ident = augment.identity_map(H, W)
+  first = index_maps.shift_map(H, W, (1, -1), k=K)
+  second = index_maps.rot90_map(H, 1)
+  ident = index_maps.identity_map(H, W)
   stack = lambda m: jax.tree.map(lambda a, b: jnp.stack([a, b, b]), m, ident)
   seq = augment.apply_maps(images, c, stack(first), k=K)
   seq = augment.apply_maps(*seq, stack(second), k=K)
-  once = augment.apply_maps(images, c, stack(augment.compose(first, second)), k=K)
+  once = augment.apply_maps(images, c, stack(index_maps.compose(first, second)), k=K)
   np.testing.assert_array_equal(seq[0], once[0])
   np.testing.assert_array_equal(seq[1], once[1])
 

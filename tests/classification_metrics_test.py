@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from jaxcorr import classification_metrics as cm
+from jaxcorr.metrics import classification as cm
 
 
 def test_auroc_hand_computed_with_ties():

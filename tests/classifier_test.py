@@ -288,9 +288,9 @@ def test_errors():
   views, corr = _views(), _corr()
   with pytest.raises(ValueError, match="needs corr"):
     _abstract_init(_model(fusion="early", guidance="layer"), views)
-  with pytest.raises(ValueError, match="Unknown fusion 'mid'; allowed: 'single', 'late'"):
+  with pytest.raises(ValueError, match="fusion='mid' is not allowed; allowed: single, late"):
     _abstract_init(_model(fusion="mid"), views)
-  with pytest.raises(ValueError, match="Unknown guidance 'soft'"):
+  with pytest.raises(ValueError, match="guidance='soft' is not allowed"):
     _abstract_init(_model(guidance="soft"), views, corr)
   with pytest.raises(ValueError, match="needs fusion='early'"):
     _abstract_init(_model(fusion="late", guidance="layer"), views, corr)

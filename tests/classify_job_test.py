@@ -10,6 +10,7 @@ import pytest
 
 from conftest import REPO
 from jaxcorr import jobs
+from jaxcorr.tasks import classification
 
 sys.path.insert(0, str(REPO))
 from configs import classify, pretrain  # pylint: disable=wrong-import-position
@@ -55,8 +56,7 @@ def _config(data, row, pretrained="", **overrides):
 @pytest.mark.parametrize("row", ROWS)
 def test_every_row_trains_a_step_and_scores_the_test_split(fracture_data, vit_pretrain, row,
                                                            tmp_path):
-  from jaxcorr.jobs import classify as classify_job  # pylint: disable=import-outside-toplevel
-  config = classify_job.apply_row(_config(fracture_data, "early", vit_pretrain), row)
+  config = classification.apply_row(_config(fracture_data, "early", vit_pretrain), row)
   jobs.run(config, str(tmp_path))
   results = json.loads((tmp_path / "test_metrics.json").read_text())
   test = results["test"]
@@ -113,11 +113,11 @@ def test_image_studies_read_c_from_npy_beside_the_first_view(tmp_path):
   study = studies.Study("s1", tuple(paths), 1)
   corr = rng.uniform(size=(1, 16, 16)).astype(np.float32)
   with pytest.raises(FileNotFoundError, match="ap.corr.npy is missing"):
-    classification._image_sample(study, (64, 64), with_npy=True)   # pylint: disable=protected-access
+    classification._image_sample(study, (64, 64), 16, with_npy=True)   # pylint: disable=protected-access
   np.save(classification.corr_path(paths[0]), corr)
-  sample = classification._image_sample(study, (64, 64), with_npy=True)   # pylint: disable=protected-access
+  sample = classification._image_sample(study, (64, 64), 16, with_npy=True)   # pylint: disable=protected-access
   np.testing.assert_array_equal(sample["corr"], corr)
   assert sample["views"].shape == (2, 64, 64) and sample["label"] == 1
   np.save(classification.corr_path(paths[0]), corr[:, :4])
   with pytest.raises(ValueError, match=r"expected \(1, 16, 16\)"):
-    classification._image_sample(study, (64, 64), with_npy=True)   # pylint: disable=protected-access
+    classification._image_sample(study, (64, 64), 16, with_npy=True)   # pylint: disable=protected-access

@@ -6,7 +6,8 @@ import pathlib
 import pytest
 
 from jaxcorr import jobs
-from jaxcorr.jobs import common
+from jaxcorr.data import from_config
+
 
 CONFIGS = sorted(p for p in (pathlib.Path(__file__).parents[1] / "configs").glob("*.py")
                  if p.name != "common.py")
@@ -26,10 +27,10 @@ def test_every_preset_loads_and_names_a_job(path):
   for preset in module.PRESETS:
     config = module.get_config(preset)
     assert config.job in jobs.JOBS
-    for field in common.CHOICES:
+    for field in from_config.CHOICES:
       section, key = field.split(".")
       if section in config and key in config[section]:
-        common.check_choice(field, config[section][key])
+        from_config.check_choice(field, config[section][key])
 
 
 def test_unknown_preset_lists_the_allowed_ones():
@@ -38,13 +39,13 @@ def test_unknown_preset_lists_the_allowed_ones():
     module.get_config("huge")
 
 
-@pytest.mark.parametrize("preset", ["default", "tiny", "small"])
+@pytest.mark.parametrize("preset", ["default", "tiny", "small", "tiny_vit", "vit"])
 def test_pretrain_presets_build_their_model_on_abstract_shapes(preset):
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from jaxcorr.tasks import correspondence  # pylint: disable=import-outside-toplevel
+  from jaxcorr.models import build  # pylint: disable=import-outside-toplevel
   config = _load(next(p for p in CONFIGS if p.name == "pretrain.py")).get_config(preset)
-  model = correspondence.build_model(config.model)
+  model = build.build_model(config.model)
   n, (h, w) = config.views.n_views, config.views.detector_size
   views = jax.ShapeDtypeStruct((1, n, h, w, 1), jnp.float32)
   variables = jax.eval_shape(lambda v: model.init(jax.random.key(0), v, train=False), views)

@@ -18,11 +18,16 @@ def shared_data():
 
 def pytest_configure(config):
   """Share compiled XLA programs between the tests' many short jobs (they rebuild the same
-  jitted functions): a persistent compilation cache in a per-session folder."""
+  jitted functions): a persistent compilation cache in a folder of this run, one for all its
+  pytest-xdist workers (the run's id names it) and for the processes the tests start."""
   del config
+  import os  # pylint: disable=import-outside-toplevel
   import tempfile  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
-  jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="jaxcorr_xla_cache_"))
+  run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+  folder = (os.path.join(tempfile.gettempdir(), f"jaxcorr_xla_cache_{run}") if run
+            else tempfile.mkdtemp(prefix="jaxcorr_xla_cache_"))
+  jax.config.update("jax_compilation_cache_dir", folder)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
@@ -34,8 +39,14 @@ def run_on_cpu_devices(script: str, workdir, devices: int = 8, timeout: int = 60
   import os  # pylint: disable=import-outside-toplevel
   import subprocess  # pylint: disable=import-outside-toplevel
   import sys  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  # The same persistent compilation cache as this process (the device count is not part of
+  # its key), so programs compiled by earlier tests are not compiled again there.
   env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-         "JAX_PLATFORMS": "cpu"}
+         "JAX_PLATFORMS": "cpu",
+         "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir or "",
+         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5",
+         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
   res = subprocess.run([sys.executable, "-c", script, str(workdir)], capture_output=True,
                        text=True, env=env, timeout=timeout, check=False)
   assert res.returncode == 0, res.stderr[-3000:]

@@ -18,8 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcorr import drr
-from jaxcorr import geometry
+from jaxcorr.projection import drr, geometry
 
 pytestmark = pytest.mark.filterwarnings("ignore:builtin type:DeprecationWarning")
 

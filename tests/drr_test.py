@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcorr import drr
-from jaxcorr.geometry import Views
+from jaxcorr.projection import drr
+from jaxcorr.projection.geometry import Views
 
 
 def _grid(n, spacing):

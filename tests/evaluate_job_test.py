@@ -9,17 +9,12 @@ from conftest import REPO
 from jaxcorr import jobs
 
 sys.path.insert(0, str(REPO))
-from configs import evaluate, pretrain  # pylint: disable=wrong-import-position
+from configs import evaluate  # pylint: disable=wrong-import-position
 
 
-def test_evaluate_scores_a_run_and_its_untrained_model(tmp_path):
-  run = pretrain.get_config("tiny")
-  run.update_from_flattened_dict({"steps": 2, "log_every": 1, "eval_every": 2, "ckpt.every": 2,
-                                  "data.phantoms": 3, "eval.batches": 1, "batch_size": 2,
-                                  "eval.batch_size": 2})
-  jobs.run(run, str(tmp_path / "run"))
+def test_evaluate_scores_a_run_and_its_untrained_model(tiny_pretrain_run, tmp_path):
   config = evaluate.get_config("tiny")
-  config.runs = (str(tmp_path / "run"),)
+  config.runs = (str(tiny_pretrain_run),)
   config.eval.batch_size = 2
   jobs.run(config, str(tmp_path / "eval"))
   rows = json.loads((tmp_path / "eval" / "results.json").read_text())

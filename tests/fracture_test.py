@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from jaxcorr.ct import CTError, Volume, fracture, io, phantoms, preprocess
+from jaxcorr.ct import CTError, fracture, io, long_bones, phantoms, preprocess, Volume
 
 N = 40
 SOFT = 40.0
@@ -33,14 +33,14 @@ def _signed(info, shape):
 
 def test_the_tube_is_one_long_bone_with_its_marrow():
   vol, bone = _tube()
-  (b,) = fracture.find_long_bones(vol, **KW)
+  (b,) = long_bones.find_long_bones(vol, **KW)
   np.testing.assert_allclose(np.abs(b.axis), [0, 0, 1], atol=1e-6)
   np.testing.assert_allclose(b.centroid, [19.5, 19.5, 19.5], atol=1e-6)
   np.testing.assert_allclose(b.length_mm, np.sqrt(32 ** 2 - 1), rtol=1e-3)  # sqrt(12 var)
   region = np.zeros(bone.shape, bool)
   region[b.box] = b.mask
   np.testing.assert_array_equal(region, bone)  # the 200 HU marrow is in, nothing else
-  assert fracture.find_long_bones(vol) == []  # 32 mm < the default 40 mm
+  assert long_bones.find_long_bones(vol) == []  # 32 mm < the default 40 mm
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -116,9 +116,10 @@ def test_angulation_turns_the_fragment_about_the_fracture_point():
 
 def test_no_long_bone_and_bad_settings_are_clear_errors():
   soft = Volume(np.full((32, 32, 32), SOFT, np.float32), np.ones(3), np.zeros(3), "soft.nii.gz")
-  with pytest.raises(fracture.NoLongBoneError, match=r"soft\.nii\.gz: no long bone.*min_length_mm"):
+  with pytest.raises(long_bones.NoLongBoneError,
+                     match=r"soft\.nii\.gz: no long bone.*min_length_mm"):
     fracture.insert_fracture(soft, np.random.default_rng(0))
-  assert issubclass(fracture.NoLongBoneError, CTError)
+  assert issubclass(long_bones.NoLongBoneError, CTError)
   vol, _ = _tube()
   with pytest.raises(ValueError, match="fracture.max_tilt_deg=95"):
     fracture.insert_fracture(vol, np.random.default_rng(0), max_tilt_deg=95, **KW)
@@ -153,7 +154,7 @@ def test_phantoms_fracture_deterministically_near_their_bones(kind):
   again, _ = fracture.insert_fracture(vol, np.random.default_rng(0), **args)
   np.testing.assert_array_equal(out.data, again.data)
   assert info.gap_voxels > 0 and info.displaced and info.n_changed > info.gap_voxels
-  bones = fracture.find_long_bones(vol)
+  bones = long_bones.find_long_bones(vol)
   (bone,) = [b for b in bones if b.label == info.component]
   region = np.zeros(vol.shape, bool)
   region[bone.box] = bone.mask
@@ -166,7 +167,7 @@ def test_a_real_thigh_ct_gets_a_femur_fracture(shared_data):
   if not path.exists():
     pytest.skip(f"{path} is absent")
   cube = preprocess.to_cube(io.load_ct(path), size=64)
-  (femur, *_) = fracture.find_long_bones(cube)
+  (femur, *_) = long_bones.find_long_bones(cube)
   assert femur.length_mm > 200 and abs(femur.axis[2]) > 0.9  # the femur runs along z
   out, info = fracture.insert_fracture(cube, np.random.default_rng(0), bones=[femur],
                                        gap_mm=2 * cube.spacing[0], displacement_mm=8.0)

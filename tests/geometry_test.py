@@ -1,4 +1,4 @@
-"""Tests for jaxcorr.geometry: RTK equivalence, matrix round trips, patch grids, translations.
+"""Tests for jaxcorr.projection.geometry: RTK equivalence, matrix round trips, patch grids, translations.
 
 The RTK comparisons need itk-rtk (`pip install itk-rtk`); they are skipped without it.
 """
@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxcorr import geometry
+from jaxcorr.projection import geometry
 
 H, W = 6, 10
 # itk's SWIG bindings warn on import under Python 3.11+.

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcorr.labels import pair_indices
 from jaxcorr.models import attention, guidance
+from jaxcorr.projection.labels import pair_indices
 
 B, N, L, H = 2, 3, 4, 2
 T = 1 + N * L

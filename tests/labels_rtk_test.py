@@ -26,8 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcorr import geometry, labels, rtk
 from jaxcorr.ct import io, preprocess
+from jaxcorr.projection import geometry, labels, rtk
 
 pytestmark = pytest.mark.filterwarnings("ignore:builtin type:DeprecationWarning")
 

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcorr import geometry, labels
 from jaxcorr.ct import phantoms, preprocess
+from jaxcorr.projection import geometry, labels
 
 
 def _random_case(seed, *, dims=(5, 4, 6), det=(48, 64), k=8):
@@ -179,12 +179,12 @@ def test_argument_errors():
   weights, origin, spacing, views, _ = _random_case(5)
   with pytest.raises(ValueError, match="multiple of the patch size k = 8"):
     labels.correspondence(jnp.asarray(weights), origin, spacing, views, height=60, width=64, k=8)
-  with pytest.raises(ValueError, match="allowed: 'sparse', 'dense'"):
+  with pytest.raises(ValueError, match="allowed: sparse, dense"):
     labels.correspondence(jnp.asarray(weights), origin, spacing, views, height=64, width=64, k=8,
                           method="topk")
   with pytest.raises(ValueError, match="multiple"):
     labels.correspondence_reference(weights, origin, spacing, views, height=64, width=66, k=8)
-  with pytest.raises(ValueError, match="allowed: 'mean', 'max'"):
+  with pytest.raises(ValueError, match="allowed: mean, max"):
     labels.pool_weights(np.zeros((4, 4, 4)), 2, "median")
 
 

@@ -10,11 +10,16 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from jaxcorr.ct import fracture
-from jaxcorr.jobs import data, make_fractures
+from jaxcorr.ct import fracture, long_bones
+from jaxcorr.data import fractures, records, splits as splits_lib
+from jaxcorr.jobs import make_fractures
 
 sys.path.insert(0, str(REPO))
 from configs import make_fractures as fracture_config  # pylint: disable=wrong-import-position
+
+
+def _shards(workdir, split):
+  return records.shard_paths(workdir, split, job="make_fractures")
 
 
 def _config(**overrides):
@@ -28,7 +33,7 @@ def _config(**overrides):
 def _records(path):
   from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
   reader = array_record_module.ArrayRecordReader(str(path))
-  out = [make_fractures.decode(r) for r in reader.read_all()]
+  out = [fractures.decode(r) for r in reader.read_all()]
   reader.close()
   return out
 
@@ -54,11 +59,11 @@ def test_config_presets_and_checks():
 
 
 def test_labels_are_balanced_per_volume_and_seeded():
-  y = make_fractures.volume_labels(0, 3, 8)
+  y = fractures.volume_labels(0, 3, 8)
   assert y.sum() == 4 and len(y) == 8 and y.dtype == np.int32
-  np.testing.assert_array_equal(y, make_fractures.volume_labels(0, 3, 8))
-  assert any(not np.array_equal(y, make_fractures.volume_labels(s, 3, 8)) for s in range(1, 5))
-  odd = make_fractures.volume_labels(0, 3, 5)
+  np.testing.assert_array_equal(y, fractures.volume_labels(0, 3, 8))
+  assert any(not np.array_equal(y, fractures.volume_labels(s, 3, 8)) for s in range(1, 5))
+  odd = fractures.volume_labels(0, 3, 5)
   assert len(odd) == 5 and odd.sum() in (2, 3)
 
 
@@ -67,9 +72,9 @@ def test_shards_split_by_volume_with_balanced_labels(workdir):
   manifest = json.loads((workdir / "manifest.json").read_text())
   names = sorted(n for part in splits.values() for n in part)
   assert names == [f"phantom:{i}" for i in range(4)]
-  for split in data.SPLITS:
+  for split in splits_lib.SPLITS:
     volumes = set()
-    for shard in make_fractures.shard_paths(str(workdir), split):
+    for shard in _shards(str(workdir), split):
       recs = _records(shard)
       assert [r["label"] for r in recs].count(1) == 2 and len(recs) == 4  # half positive
       volumes |= {r["volume"] for r in recs}
@@ -82,7 +87,7 @@ def test_shards_split_by_volume_with_balanced_labels(workdir):
 
 
 def test_records_hold_views_labels_and_fracture_geometry(workdir):
-  recs = _records(make_fractures.shard_paths(str(workdir), "train")[0])
+  recs = _records(_shards(str(workdir), "train")[0])
   threshold = _config().generate.visible_threshold
   for r in recs:
     assert r["views"].shape == (2, 64, 64) and r["views"].dtype == np.float32
@@ -111,7 +116,7 @@ def test_resume_rewrites_only_the_missing_shard_identically(workdir):
   times = {p: p.stat().st_mtime_ns for p in others}
   os.remove(victim)
   (victim.parent / (victim.name + ".partial")).write_bytes(b"half a shard")
-  assert str(victim) not in make_fractures.shard_paths(str(workdir), "train")
+  assert str(victim) not in _shards(str(workdir), "train")
   make_fractures.run(_config(), str(workdir))
   assert {p: p.stat().st_mtime_ns for p in others} == times
   after = _records(victim)
@@ -141,19 +146,19 @@ def test_ct_folder_with_a_volume_without_long_bone(tmp_path):
                "generate.with_corr": False, "generate.samples_per_volume": 2,
                "generate.render_batch": 2, "data.splits": (1.0, 0.0, 0.0),
                "fracture.gap_mm": 4.0}
-  with pytest.raises(fracture.NoLongBoneError, match="b_ball.nii.gz: no long bone"):
+  with pytest.raises(long_bones.NoLongBoneError, match="b_ball.nii.gz: no long bone"):
     make_fractures.run(_config(**overrides, **{"ct.on_error": "raise"}), str(tmp_path / "raise"))
   out = tmp_path / "skip"
   make_fractures.run(_config(**overrides, **{"ct.on_error": "skip"}), str(out))
   manifest = json.loads((out / "manifest.json").read_text())
   assert [os.path.basename(p) for p in manifest["skipped_volumes"]] == ["b_ball.nii.gz"]
   assert manifest["labels"]["train"] == {"positive": 1, "negative": 1}
-  (shard,) = make_fractures.shard_paths(str(out), "train")  # the empty shard is left out
+  (shard,) = _shards(str(out), "train")  # the empty shard is left out
   recs = _records(shard)
   assert sorted(r["label"] for r in recs) == [0, 1]
   assert recs[0]["volume"].endswith("a_rod.nii.gz") and recs[0]["corr"].shape == (0,)
   assert recs[0]["views"].shape == (2, 48, 48)
   with pytest.raises(FileNotFoundError, match="run python -m jaxcorr.main --config=configs/make"):
-    make_fractures.shard_paths(str(out), "test")
+    _shards(str(out), "test")
   with pytest.raises(ValueError, match="allowed: train, validation, test"):
-    make_fractures.shard_paths(str(out), "valid")
+    _shards(str(out), "valid")

@@ -1,4 +1,4 @@
-"""Tests of jaxcorr.match_figure: the exact top-match list, and figures whose colours land where
+"""Tests of jaxcorr.pictures.match_figure: the exact top-match list, and figures whose colours land where
 the correspondence says (band heat maps, query outlines, match lines)."""
 
 import os
@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcorr import match_figure as mf
-from jaxcorr import viewer
+from jaxcorr.pictures import match_figure as mf, viewer
 
 
 def _bar(fig, image_height=128):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from jaxcorr import metrics
+from jaxcorr.metrics import correspondence as metrics
 
 
 def test_average_precision_hand_computed():

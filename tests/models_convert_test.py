@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcorr.models import convert, correspondence, resnet, vit
+from jaxcorr.models import build, convert, resnet, vit
 
 
 def torchvision_resnet_state(layers=(3, 4, 6, 3), width=64, in_ch=3, classes=1000, seed=0):
@@ -266,7 +266,7 @@ def test_missing_keys_kept_from_concrete_template_or_error_when_abstract():
 
 
 def test_load_into_correspondence_model_grey_input():
-  model = correspondence.from_preset("tiny", in_channels=1)
+  model = build.from_size("tiny", in_channels=1)
   views = jax.ShapeDtypeStruct((1, 2, 64, 64, 1), jnp.float32)
   template = jax.eval_shape(lambda v: model.init(jax.random.key(0), v, train=False), views)
   sd = torchvision_resnet_state(layers=(1, 1, 1), width=8, classes=10)

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcorr import labels
-from jaxcorr.models import correspondence, transformer
+from jaxcorr.models import build, correspondence, transformer
+from jaxcorr.projection import labels
 
 B, N, S = 2, 3, 64           # 3 views of 64 x 64 -> 4 x 4 = 16 tokens per view
 P = N * (N - 1) // 2
@@ -40,7 +40,7 @@ def _random_variables(model, views, seed=0):
 
 @functools.lru_cache(maxsize=None)
 def _model_apply(**fields):
-  model = correspondence.from_preset("tiny", **fields)
+  model = build.from_size("tiny", **fields)
   return model, jax.jit(functools.partial(model.apply, train=False))
 
 
@@ -52,7 +52,7 @@ def _run(views, seed=0, **fields):
 
 def test_init_is_deterministic_and_float32():
   # An 'rbg' key: jitted init with the default threefry key takes ~10 s to compile on CPU.
-  model = correspondence.from_preset("tiny", dtype=jnp.bfloat16)
+  model = build.from_size("tiny", dtype=jnp.bfloat16)
   init = jax.jit(functools.partial(model.init, train=False))
   key = lambda seed: jax.random.key(seed, impl="rbg")
   a, b = init(key(3), _views()), init(key(3), _views())
@@ -163,7 +163,7 @@ def test_attention_bias_hook():
   with_bias = jax.jit(functools.partial(model.apply, train=False))(variables, views, bias=zero)
   np.testing.assert_allclose(with_bias[0], apply(variables, views)[0], atol=1e-5)
   with pytest.raises(ValueError, match="attention='transformer'"):
-    model = correspondence.from_preset("tiny", attention="loftr")
+    model = build.from_size("tiny", attention="loftr")
     jax.eval_shape(lambda v: model.init(jax.random.key(0), v, train=False, bias=zero), views)
 
 
@@ -184,21 +184,21 @@ def test_gradients_reach_every_parameter():
 
 
 @pytest.mark.parametrize("field, value, match", [
-    ("attention", "perceiver", "allowed: 'none', 'superglue', 'loftr'"),
-    ("head", "dot", "allowed: 'cosine', 'cosine_squared'"),
-    ("backbone", "resnet101", "allowed: 'resnet50'"),
+    ("attention", "perceiver", "allowed: none, superglue, loftr"),
+    ("head", "dot", "allowed: cosine, cosine_squared"),
+    ("backbone", "resnet101", "allowed: resnet50"),
     ("in_channels", 2, "allowed: 1, 3"),
 ])
 def test_closed_sets(field, value, match):
-  model = correspondence.from_preset("tiny", **{field: value})
+  model = build.from_size("tiny", **{field: value})
   with pytest.raises(ValueError, match=match):
     jax.eval_shape(lambda v: model.init(jax.random.key(0), v, train=False), _views())
 
 
 def test_bad_inputs():
-  with pytest.raises(ValueError, match="allowed: 'paper'"):
-    correspondence.from_preset("huge")
-  model = correspondence.from_preset("tiny", attention="transformer_mp")
+  with pytest.raises(ValueError, match="allowed: paper, paper_vit"):
+    build.from_size("huge")
+  model = build.from_size("tiny", attention="transformer_mp")
   with pytest.raises(ValueError, match="at least 2 views"):
     jax.eval_shape(lambda v: model.init(jax.random.key(0), v, train=False), _views(n=1))
   with pytest.raises(ValueError, match="multiple of the backbone stride"):
@@ -207,7 +207,7 @@ def test_bad_inputs():
 
 @pytest.mark.parametrize("preset, low, high", [("paper", 20e6, 40e6), ("paper_vit", 30e6, 45e6)])
 def test_paper_size_model_on_abstract_shapes(preset, low, high):
-  model = correspondence.from_preset(preset)
+  model = build.from_size(preset)
   views = jax.ShapeDtypeStruct((1, 2, 256, 256, 1), jnp.float32)
   variables = jax.eval_shape(lambda v: model.init(jax.random.key(0), v, train=False), views)
   corr, aux = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, views)

@@ -9,11 +9,19 @@ import numpy as np
 from jaxcorr.models import pair_mlp
 
 
+class _Jitted:
+  """The model with `init` and `apply` compiled once (eager Flax runs op by op, slowly)."""
+
+  def __init__(self, model):
+    self.init = jax.jit(functools.partial(model.init, train=False))
+    self.apply = jax.jit(model.apply, static_argnames=("train",))
+
+
 @functools.lru_cache(maxsize=None)
 def _model_and_vars(n=2, size=32):
-  model = pair_mlp.PairMLP(backbone="resnet_tiny", hidden=8)
+  model = _Jitted(pair_mlp.PairMLP(backbone="resnet_tiny", hidden=8))
   views = jax.random.uniform(jax.random.key(0), (2, n, size, size, 1))
-  return model, model.init(jax.random.key(1), views, train=False), views
+  return model, model.init(jax.random.key(1), views), views
 
 
 def test_shapes_range_and_pair_order():

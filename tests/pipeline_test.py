@@ -10,8 +10,8 @@ import pytest
 
 from conftest import REPO
 from jaxcorr import jobs
-from jaxcorr.data import pipeline, records, samples
-from jaxcorr.jobs import data
+from jaxcorr.data import from_config, pipeline, records, samples, splits as splits_lib
+
 
 sys.path.insert(0, str(REPO))
 from configs import common, generate  # pylint: disable=wrong-import-position
@@ -30,17 +30,17 @@ def _config(**overrides):
 @pytest.fixture(scope="module")
 def bank():
   config = _config()
-  return data.build_bank(data.list_volumes(config), config)
+  return from_config.build_bank(splits_lib.list_volumes(config), config)
 
 
 def _batches(config, bank, n, *, threads=2, state=None, augment=True, process=(0, 1)):
   ds = pipeline.make_dataset(mode="on_the_fly", seed=config.seed, batch_size=4,
-                             recipe_maker=data.recipe_maker(config, bank), n_volumes=len(bank),
+                             recipe_maker=from_config.recipe_maker(config, bank), n_volumes=len(bank),
                              threads=threads, process_index=process[0],
                              process_count=process[1])
-  it = pipeline.DeviceBatches(ds, bank=samples.bank_arrays(bank), framing=data.framing(config),
+  it = pipeline.DeviceBatches(ds, bank=samples.bank_arrays(bank), framing=from_config.framing(config),
                               threshold=config.labels.threshold,
-                              augmentation=data.augmentation(config, augment), render=True)
+                              augmentation=from_config.augmentation(config, augment), render=True)
   if state is not None:
     it.set_state(state)
   return it, [{k: np.asarray(v) for k, v in next(it).items()} for _ in range(n)]
@@ -76,14 +76,14 @@ def test_same_seed_same_batches_whatever_the_threads_and_state_resumes(bank):
 def test_each_process_reads_its_own_slice(bank):
   config = _config(**{"augment.radiometric.enabled": False, "augment.geometric.enabled": False})
   ds_all = pipeline.make_dataset(mode="on_the_fly", seed=0, batch_size=1,
-                                 recipe_maker=data.recipe_maker(config, bank), n_volumes=len(bank))
+                                 recipe_maker=from_config.recipe_maker(config, bank), n_volumes=len(bank))
   whole = [next(iter_) for iter_ in [iter(ds_all)] for _ in range(1)]
   it_all = iter(ds_all)
   stream = [next(it_all)["seed"][0] for _ in range(8)]
   seeds = []
   for p in range(2):
     ds = pipeline.make_dataset(mode="on_the_fly", seed=0, batch_size=2,
-                               recipe_maker=data.recipe_maker(config, bank), n_volumes=len(bank),
+                               recipe_maker=from_config.recipe_maker(config, bank), n_volumes=len(bank),
                                process_index=p, process_count=2)
     it = iter(ds)
     seeds.append(np.concatenate([next(it)["seed"] for _ in range(4)]))
@@ -127,17 +127,17 @@ def test_offline_records_equal_on_the_fly_rendering_of_their_recipe(generated, b
   recipe.update(volume=np.array([index], np.int32), seed=np.array([0], np.uint32),
                 rejected=np.array([0], np.int32))
   views, corr = samples.render_batch(samples.bank_arrays(bank), recipe,
-                                     framing=data.framing(config), threshold=0.1)
+                                     framing=from_config.framing(config), threshold=0.1)
   np.testing.assert_allclose(rec["views"], np.asarray(views)[0], rtol=2e-3, atol=2e-3)
   np.testing.assert_allclose(rec["corr"], np.asarray(corr)[0], atol=1e-3)
 
 
 def test_offline_and_on_the_fly_have_the_same_statistics(generated, bank):
   config = _config(**{"augment.radiometric.enabled": False, "augment.geometric.enabled": False})
-  shards = pipeline.shard_paths(str(generated), "train")
+  shards = records.shard_paths(str(generated), "train")
   off = pipeline.DeviceBatches(
       pipeline.make_dataset(mode="offline", seed=0, batch_size=4, shards=shards),
-      framing=data.framing(config), threshold=0.1, augmentation=data.augmentation(config, False),
+      framing=from_config.framing(config), threshold=0.1, augmentation=from_config.augmentation(config, False),
       render=False)
   b_off = [next(off) for _ in range(8)]
   # On the fly from the same (training) volumes.
@@ -156,17 +156,19 @@ def test_generate_resumes_after_a_kill_and_never_reads_partial_shards(generated)
   before = {p.name: p.stat().st_mtime_ns for p in train[1:]}
   os.remove(victim)
   (generated / "train" / (victim.name + ".partial")).write_bytes(b"half a shard")
-  assert str(victim) not in pipeline.shard_paths(str(generated), "train")
+  assert str(victim) not in records.shard_paths(str(generated), "train")
   jobs.run(_config(), str(generated))
   assert victim.exists()
   assert {p.name: p.stat().st_mtime_ns for p in train[1:]} == before
-  with pytest.raises(FileNotFoundError, match="run configs/generate.py first"):
-    pipeline.shard_paths(str(generated), "nothing")
+  with pytest.raises(FileNotFoundError, match="--config=configs/generate.py --workdir="):
+    records.shard_paths(str(generated / "empty"), "train")
+  with pytest.raises(ValueError, match="split='nothing' is not allowed"):
+    records.shard_paths(str(generated), "nothing")
 
 
 def test_worker_processes_give_the_same_batches(bank):
   config = _config()
-  maker = data.recipe_maker(config, bank)
+  maker = from_config.recipe_maker(config, bank)
   streams = []
   for workers in (0, 2):
     ds = pipeline.make_dataset(mode="on_the_fly", seed=3, batch_size=2, recipe_maker=maker,

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from jaxcorr import jobs, metrics
+from jaxcorr import jobs
 from jaxcorr.inference import export as export_lib, tta
 from jaxcorr.inference.predictor import Predictor
+from jaxcorr.metrics import correspondence as metrics
 from jaxcorr.xray import io as xray_io
 
 sys.path.insert(0, str(REPO))
@@ -65,7 +66,7 @@ def test_bad_studies_give_clear_errors(predictor, tmp_path):
 def _drr_pair():
   """An upright DRR pair of a phantom with its exact C (64 px, patch 16)."""
   import jax  # pylint: disable=import-outside-toplevel
-  from jaxcorr import drr, geometry, labels  # pylint: disable=import-outside-toplevel
+  from jaxcorr.projection import drr, geometry, labels  # pylint: disable=import-outside-toplevel
   from jaxcorr.ct import phantoms, preprocess  # pylint: disable=import-outside-toplevel
   vol = preprocess.to_cube(phantoms.make_phantom("knee", seed=0, size=64), size=64)
   views = geometry.circular_views(sid=1000.0, sdd=1500.0, gantry_angles=np.array([0.0, 90.0]),

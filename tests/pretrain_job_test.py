@@ -6,7 +6,6 @@ import sys
 import textwrap
 
 import numpy as np
-import pytest
 from absl import logging as absl_logging
 
 from conftest import REPO, run_on_cpu_devices
@@ -25,6 +24,10 @@ def _tiny(**overrides):
 
 
 def test_pretrain_runs_writes_checkpoints_and_metrics_then_resumes(tmp_path, caplog):
+  """A run stopped at step 2 and resumed writes what a run does, and ends with the parameters
+  of a run that never stopped."""
+  jobs.run(_tiny(), str(tmp_path / "straight"))
+  tmp_path = tmp_path / "resumed"
   jobs.run(_tiny(**{"stop_after_step": 2}), str(tmp_path))
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
   caplog.set_level("INFO")
@@ -38,28 +41,24 @@ def test_pretrain_runs_writes_checkpoints_and_metrics_then_resumes(tmp_path, cap
   (ev,) = [l for l in lines if "eval/ap" in l]
   assert ev["step"] == 4 and 0 <= ev["eval/precision"] <= 1 and 0 <= ev["eval/recall"] <= 1
   assert os.listdir(tmp_path / "tb") and (tmp_path / "config.json").exists()
+  for a, b in zip(_final_params(tmp_path.parent / "straight"), _final_params(tmp_path)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-# Every variant's forward pass and shapes are tested in models_correspondence_test.py; here one
-# alternating self/cross variant takes a real training step through the job.
-@pytest.mark.parametrize("attention", ["loftr"])
-def test_an_alternating_attention_variant_trains_a_step(tmp_path, attention):
-  config = _tiny(**{"model.attention": attention, "steps": 1, "eval.batches": 1,
-                    "augment.geometric.enabled": False})
-  jobs.run(config, str(tmp_path))
-  line = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
-  assert np.isfinite(line["train/loss"])
-
-
-def test_offline_mode_trains_from_generated_shards(tmp_path):
+def test_offline_mode_trains_an_alternating_variant_from_generated_shards(tmp_path):
+  """Offline data; and, as every variant's forward pass and shapes are tested in
+  models_correspondence_test.py, here one alternating self/cross variant trains through the job."""
   from configs import generate  # pylint: disable=import-outside-toplevel
   gen = generate.get_config("tiny")
   gen.update_from_flattened_dict({"data.phantoms": 3, "generate.samples_per_volume": 2,
                                   "generate.render_batch": 2})
   jobs.run(gen, str(tmp_path / "ds"))
-  config = _tiny(**{"data.mode": "offline", "data.shards": str(tmp_path / "ds"), "steps": 2})
+  config = _tiny(**{"data.mode": "offline", "data.shards": str(tmp_path / "ds"), "steps": 2,
+                    "model.attention": "loftr"})
   jobs.run(config, str(tmp_path / "run"))
   assert "2" in os.listdir(tmp_path / "run" / "checkpoints")
+  lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  assert all(np.isfinite(l["train/loss"]) for l in lines if "train/loss" in l)
 
 
 def _final_params(workdir):
@@ -73,14 +72,6 @@ def _final_params(workdir):
   return jax.tree.leaves(state["params"])
 
 
-def test_stopped_and_resumed_run_ends_with_the_same_params(tmp_path):
-  jobs.run(_tiny(**{"eval_every": 100}), str(tmp_path / "straight"))
-  jobs.run(_tiny(**{"eval_every": 100, "stop_after_step": 2}), str(tmp_path / "resumed"))
-  jobs.run(_tiny(**{"eval_every": 100}), str(tmp_path / "resumed"))
-  for a, b in zip(_final_params(tmp_path / "straight"), _final_params(tmp_path / "resumed")):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-
-
 def test_one_and_eight_devices_give_the_same_loss(tmp_path):
   script = textwrap.dedent(f"""
       import json, sys
@@ -89,8 +80,9 @@ def test_one_and_eight_devices_give_the_same_loss(tmp_path):
       from jaxcorr import jobs
       out = {{}}
       for n in (1, 8):
+        # Stopped at step 2 of 3: the losses without compiling the evaluation.
         jobs.run(_tiny(**{{"mesh.num_devices": n, "batch_size": 8, "eval.batch_size": 8,
-                          "steps": 2, "log_every": 1,
+                          "steps": 3, "stop_after_step": 2, "log_every": 1,
                           "eval_every": 100, "augment.geometric.enabled": False}}),
                  sys.argv[1] + f"/{{n}}")
         out[n] = [json.loads(l)["train/loss"] for l in open(sys.argv[1] + f"/{{n}}/metrics.jsonl")

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcorr import drr, ray_march
-from jaxcorr.geometry import Views
+from jaxcorr.projection import drr, ray_march
+from jaxcorr.projection.geometry import Views
 
 
 def _volume_with_air(rng, shape=(14, 11, 17), box=((3, 2, 5), (9, 8, 12)), background=0.0):

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from jaxcorr import geometry
 from jaxcorr.data import sampler
+from jaxcorr.projection import geometry
 
 
 def test_distribution_matches_the_configuration():

@@ -90,7 +90,7 @@ def test_mura_errors_name_the_file(tmp_path):
     studies.read_mura(root, "test")
   with pytest.raises(ValueError, match=r"unknown MURA body parts \['XR_KNEE'\]"):
     studies.read_mura(root, body_parts=("XR_KNEE",))
-  with pytest.raises(ValueError, match="pick rule 'best'"):
+  with pytest.raises(ValueError, match="pick rule='best' is not allowed"):
     studies.read_mura(root, pick="best")
   with pytest.raises(FileNotFoundError, match="no MURA-v1.1 folder"):
     studies.read_mura(tmp_path / "MURA-v1.1" / "train")

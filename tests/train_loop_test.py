@@ -1,5 +1,6 @@
 """The training loop on a toy task: learning, exact resume, non-finite stop, 1 vs 8 devices."""
 
+import importlib
 import json
 import os
 import sys
@@ -12,7 +13,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_on_cpu_devices
-from jaxcorr.train import loop, sharding, task as task_lib
+from jaxcorr.core import sharding
+from jaxcorr.tasks import base as task_lib
+from jaxcorr.train import loop
 
 sys.path.insert(0, str(REPO))
 from configs import common  # pylint: disable=wrong-import-position
@@ -113,7 +116,8 @@ def test_one_and_eight_devices_give_the_same_loss(tmp_path):
       sys.path.insert(0, {str(REPO / 'tests')!r}); sys.path.insert(0, {str(REPO)!r})
       import jax
       from train_loop_test import LinearTask, _config
-      from jaxcorr.train import loop, sharding
+      from jaxcorr.core import sharding
+      from jaxcorr.train import loop
       out = {{}}
       for n in (1, 8):
         loop.train_and_evaluate(_config(steps=4, **{{"mesh.fsdp": n == 8}}),
@@ -158,3 +162,40 @@ def test_weight_decay_only_on_matrices():
   updates, _ = tx.update(zeros, tx.init(params), params)
   np.testing.assert_allclose(updates["kernel"], -0.1 * 0.5 * np.ones((2, 2)), rtol=1e-6)
   np.testing.assert_array_equal(updates["bias"], 0.0)
+
+
+class CountingTask(LinearTask):
+  """LinearTask that records the steps at which the loop evaluates."""
+
+  def __init__(self):
+    super().__init__()
+    self.evaluated = 0
+
+  def evaluate(self, params, model_state):
+    self.evaluated += 1
+    return super().evaluate(params, model_state)
+
+
+def test_steps_override_of_the_default_preset_evaluates_and_checkpoints_4_times(tmp_path):
+  pretrain = importlib.import_module("configs.pretrain").get_config()
+  config = _config()
+  for field in ("steps", "log_every", "eval_every", "stop_after_step"):
+    config[field] = pretrain[field]
+  config.ckpt.update(pretrain.ckpt.to_dict(), keep=10)
+  config.steps = 2000
+  assert loop.cadences(config) == loop.Cadences(log=10, eval=500, ckpt=500)
+  task = CountingTask()
+  loop.train_and_evaluate(config, str(tmp_path), task, sharding.make_mesh(1))
+  assert task.evaluated == 4
+  assert sorted(map(int, os.listdir(tmp_path / "checkpoints"))) == [500, 1000, 1500, 2000]
+
+
+def test_cadences_follow_steps_unless_set():
+  config = _config(steps=80, log_every=0, eval_every=0, **{"ckpt.every": 0})
+  assert loop.cadences(config) == loop.Cadences(log=8, eval=20, ckpt=20)
+  config.steps = 100_000
+  assert loop.cadences(config) == loop.Cadences(log=50, eval=25_000, ckpt=25_000)
+  config.eval_every, config.ckpt.every = 7, 3
+  assert loop.cadences(config)[1:] == (7, 3)
+  with pytest.raises(ValueError, match="config.steps=0"):
+    loop.train_and_evaluate(_config(steps=0), "/nonexistent", LinearTask(), sharding.make_mesh(1))

@@ -1,8 +1,8 @@
-"""Tests of jaxcorr.viewer: the HTML is self-contained and holds the data, and in headless
+"""Tests of jaxcorr.pictures.viewer: the HTML is self-contained and holds the data, and in headless
 Chromium a click on a patch lights up exactly the patches whose C with it is above threshold.
 
 The browser tests run `chromium --headless --dump-dom` on the page with the test hook in the
-URL fragment (see jaxcorr/viewer.py) and read the page's `<pre id="state">`; they skip when no
+URL fragment (see jaxcorr/pictures/viewer.py) and read the page's `<pre id="state">`; they skip when no
 Chromium is installed (Debian: `apt-get install -y chromium`).
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcorr import viewer
+from jaxcorr.pictures import viewer
 
 _BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 _THRESHOLD = 0.5

@@ -5,7 +5,7 @@ import functools
 import numpy as np
 import pytest
 
-from jaxcorr.ct import Volume, phantoms, preprocess
+from jaxcorr.ct import phantoms, preprocess, Volume
 from jaxcorr.data import volumes
 
 

@@ -26,10 +26,10 @@ from absl import app, flags
 from PIL import Image, ImageDraw, ImageFont
 
 from configs import render as render_config
-from jaxcorr import drr
 from jaxcorr.benchmarks import timing
-from jaxcorr.data import appearance, radiometric
-from jaxcorr.jobs import common
+from jaxcorr.data import appearance, from_config, radiometric
+from jaxcorr.projection import drr
+
 
 _DEFAULT_OUT = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "figures",
                             "appearance.png")
@@ -76,9 +76,9 @@ def render_drr(phantom: str, intensity: str) -> np.ndarray:
   config.intensity.model = intensity
   config.geometry.angles = (0.0,)
   config.geometry.orbit = "patient"
-  vol = common.load_volume(config.ct)
-  mu = common.intensity_volume(vol.data, config.intensity)
-  views, (h, w) = common.make_views(config.geometry, vol)
+  vol = from_config.load_volume(config.ct)
+  mu = from_config.intensity_volume(vol.data, config.intensity)
+  views, (h, w) = from_config.make_views(config.geometry, vol)
   return np.asarray(drr.project_jit(jnp.asarray(mu), vol.origin, vol.spacing, views, height=h,
                                     width=w))
 

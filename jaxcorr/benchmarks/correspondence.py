@@ -28,9 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from jaxcorr import geometry, labels, rtk
 from jaxcorr.benchmarks import timing
 from jaxcorr.ct import io, phantoms, preprocess
+from jaxcorr.projection import geometry, labels, rtk
 
 _DEFAULT_CT = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "ct",
                            "visible_human_male_pelvis_hands.nii.gz")

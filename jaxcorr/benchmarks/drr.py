@@ -23,9 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from jaxcorr import drr, geometry, rtk
 from jaxcorr.benchmarks import timing
 from jaxcorr.ct import io, phantoms, preprocess
+from jaxcorr.projection import drr, geometry, rtk
 
 _DEFAULT_CT = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "ct",
                            "visible_human_male_pelvis_hands.nii.gz")

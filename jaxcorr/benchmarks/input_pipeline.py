@@ -20,10 +20,10 @@ import jax
 from absl import app, flags
 
 from jaxcorr import jobs
-from jaxcorr.data import pipeline, samples
-from jaxcorr.jobs import data
+from jaxcorr.core import sharding
+from jaxcorr.data import from_config, pipeline, records, samples, splits as splits_lib
 from jaxcorr.tasks import correspondence
-from jaxcorr.train import loop, sharding, state as state_lib
+from jaxcorr.train import loop, state as state_lib
 
 _PRESET = flags.DEFINE_string("preset", "default", "configs/pretrain.py preset.")
 _CT = flags.DEFINE_string("ct", "", "CT folder (default: the preset's phantoms).")
@@ -49,11 +49,11 @@ def main(argv):
   config.ct.path = _CT.value
   config.data.phantoms = _VOLUMES.value
   bsz, nb = config.batch_size, _BATCHES.value
-  names = data.list_volumes(config)[:_VOLUMES.value]
-  bank = data.build_bank(names, config)
-  maker = data.recipe_maker(config, bank)
+  names = splits_lib.list_volumes(config)[:_VOLUMES.value]
+  bank = from_config.build_bank(names, config)
+  maker = from_config.recipe_maker(config, bank)
   dev_bank = samples.bank_arrays(bank, config.data.volume_dtype)
-  framing = data.framing(config)
+  framing = from_config.framing(config)
   rows = []
 
   ds = pipeline.make_dataset(mode="on_the_fly", seed=0, batch_size=bsz, recipe_maker=maker,
@@ -68,7 +68,7 @@ def main(argv):
   rows.append((f"rendering DRRs + labels ({jax.devices()[0].platform})", render_rate))
   full = pipeline.DeviceBatches(ds, bank=dev_bank, framing=framing,
                                 threshold=config.labels.threshold,
-                                augmentation=data.augmentation(config, True), render=True)
+                                augmentation=from_config.augmentation(config, True), render=True)
   rows.append(("on the fly, end to end (+ augmentation)",
                _rate(lambda: jax.block_until_ready(next(full)), nb, bsz)))
 
@@ -84,7 +84,7 @@ def main(argv):
     gen.generate = dict(samples_per_volume=bsz * 2, render_batch=min(bsz, 8),
                         views_dtype="float16")
     jobs.run(gen, os.path.join(tmp, "ds"))
-    shards = pipeline.shard_paths(os.path.join(tmp, "ds"), "train")
+    shards = records.shard_paths(os.path.join(tmp, "ds"), "train")
     off = iter(pipeline.make_dataset(mode="offline", seed=0, batch_size=bsz, shards=shards,
                                      workers=2))
     rows.append(("offline shards, read + decode (2 workers)", _rate(lambda: next(off), nb, bsz)))

@@ -33,8 +33,9 @@ import numpy as np
 from absl import app, flags
 from PIL import Image, ImageDraw, ImageFont
 
-from jaxcorr import drr, geometry, labels, viz
 from jaxcorr.ct import io, preprocess
+from jaxcorr.pictures import viz
+from jaxcorr.projection import drr, geometry, labels
 
 _DEFAULT_CT = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "ct",
                            "visible_human_male_pelvis_hands.nii.gz")

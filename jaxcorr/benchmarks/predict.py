@@ -6,7 +6,7 @@ artifact, after compilation, on whatever device JAX gives.
   python -m jaxcorr.benchmarks.predict --checkpoint=/runs/pretrain      # a trained model
 
 Without --checkpoint the model is a freshly initialised preset of
-`jaxcorr.models.correspondence.PRESETS` at --size^2 px, patch 16 (weights do not change the
+`jaxcorr.models.build.SIZES` at --size^2 px, patch 16 (weights do not change the
 cost), so no training run is needed; with it, `Predictor.from_checkpoint` (its own image size).
 Inputs are seeded random studies of --views views, `images[B, N, S, S]` in [0, 1].
 
@@ -38,11 +38,11 @@ from absl import app, flags
 
 from jaxcorr.inference import export as export_lib
 from jaxcorr.inference.predictor import Predictor
-from jaxcorr.models import correspondence as corr_models
+from jaxcorr.models import build
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "", "Run workdir or checkpoint directory; "
                                   "default: a freshly initialised --model.")
-_MODEL = flags.DEFINE_enum("model", "tiny", list(corr_models.PRESETS), "Model preset.")
+_MODEL = flags.DEFINE_enum("model", "tiny", list(build.SIZES), "Model preset.")
 _SIZE = flags.DEFINE_integer("size", 64, "Image edge, px (without --checkpoint).")
 _PATCH = flags.DEFINE_integer("patch", 16, "Patch size, px (without --checkpoint).")
 _VIEWS = flags.DEFINE_integer("views", 2, "Views per study.")
@@ -91,7 +91,7 @@ def _predictor_factory():
                                     source=base.source)
     return f"checkpoint {_CHECKPOINT.value}", base.image_size, base.patch, make
   size, patch = _SIZE.value, _PATCH.value
-  model = corr_models.from_preset(_MODEL.value)
+  model = build.from_size(_MODEL.value)
   dummy = jnp.zeros((1, _VIEWS.value, size, size, 1), jnp.float32)
   variables = jax.jit(lambda key, x: model.init(key, x, train=False))(
       jax.random.key(_SEED.value), dummy)

@@ -33,6 +33,7 @@ import dataclasses
 
 import numpy as np
 
+from jaxcorr.core.choices import check_choice
 from jaxcorr.ct import sdf
 from jaxcorr.ct.volume import Volume
 
@@ -282,8 +283,7 @@ def make_phantom(kind: str = "forearm", *, seed: int = 0, size: int = 128,
   Raises:
     ValueError: for an unknown kind, a size below 8 or a non-positive fov_mm.
   """
-  if kind not in KINDS:
-    raise ValueError(f"Unknown phantom kind {kind!r}; allowed kinds: {', '.join(KINDS)}.")
+  check_choice("phantom kind", kind, KINDS)
   if int(size) != size or size < 8:
     raise ValueError(f"Phantom size must be an integer >= 8, got {size!r}.")
   fov = float(DEFAULT_FOV_MM[kind] if fov_mm is None else fov_mm)

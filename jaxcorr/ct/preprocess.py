@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcorr.core.choices import check_choice
 from jaxcorr.ct.volume import Volume
 
 AIR = -1000.0
@@ -148,8 +149,6 @@ def intensity(hu, model, *, x0=1500.0, k=0.005, mu_water=0.0206):
   Returns:
     The mapped values.
   """
-  if model == "bone_sigmoid":
+  if check_choice("intensity model", model, INTENSITY_MODELS) == "bone_sigmoid":
     return bone_sigmoid(hu, x0=x0, k=k)
-  if model == "attenuation":
-    return attenuation(hu, mu_water=mu_water)
-  raise ValueError(f"unknown intensity model {model!r}; allowed: {', '.join(INTENSITY_MODELS)}")
+  return attenuation(hu, mu_water=mu_water)

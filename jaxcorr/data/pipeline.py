@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import glob
-import os
 
 import grain
 from absl import flags
@@ -38,8 +36,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcorr import augment, labels
-from jaxcorr.data import appearance as appearance_lib, radiometric, records, samples
+from jaxcorr.core.choices import check_choice
+from jaxcorr.data import appearance as appearance_lib, augment, radiometric, records, samples
+from jaxcorr.projection import labels
 
 MODES = ("on_the_fly", "offline")
 
@@ -63,15 +62,6 @@ def _offline_record(record: bytes, rng: np.random.Generator) -> dict:
           "seed": np.uint32(rng.integers(0, 2 ** 32, dtype=np.uint64)), "rejected": np.int32(0)}
 
 
-def shard_paths(folder: str, split: str) -> list[str]:
-  """The complete shards of one split written by the generate job (sorted)."""
-  paths = sorted(glob.glob(os.path.join(folder, split, "*.array_record")))
-  if not paths:
-    raise FileNotFoundError(f"no complete shards in {os.path.join(folder, split)}: run "
-                            "configs/generate.py first or set data.mode='on_the_fly'")
-  return paths
-
-
 def _worker_init(worker_index: int, worker_count: int) -> None:
   """Grain worker processes only draw recipes: keep their JAX on the CPU, off the accelerator."""
   del worker_index, worker_count
@@ -88,8 +78,7 @@ def make_dataset(*, mode: str, seed: int, batch_size: int, recipe_maker=None,
   batches are the same as with threads only, since every record's rng depends on the seed and
   its position alone.
   """
-  if mode not in MODES:
-    raise ValueError(f"data.mode={mode!r}; allowed: {', '.join(MODES)}")
+  check_choice("config.data.mode", mode, MODES)
   if batch_size % process_count:
     raise ValueError(f"batch_size={batch_size} is not divisible by {process_count} processes")
   if mode == "on_the_fly":

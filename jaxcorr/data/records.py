@@ -9,23 +9,32 @@ Record fields (a flat dict):
   seed         uint32  the recipe's seed (augmentations at training time draw from Grain)
 
 A shard is written under a temporary name and renamed when complete, so a shard that exists
-under its final name is whole (`write_shard`).
+under its final name is whole (`write_shard`). A dataset folder (the generate and make_fractures
+jobs' workdirs) holds `<split>/<NNNNN>.array_record` shards and a `manifest.json`
+(`write_manifest`); `shard_paths` lists a split's complete, non-empty shards.
 """
 
 from __future__ import annotations
 
+import glob
 import os
+import subprocess
 
+import jax
 import numpy as np
 from flax import serialization
+
+import jaxcorr
+from jaxcorr.core import files
+from jaxcorr.core.choices import check_choice
+from jaxcorr.data.splits import SPLITS
 
 VIEW_DTYPES = ("float16", "uint16")
 
 
 def encode(sample: dict, views_dtype: str = "float16") -> bytes:
   """Serialises one sample (NumPy arrays and strings) to bytes."""
-  if views_dtype not in VIEW_DTYPES:
-    raise ValueError(f"views_dtype={views_dtype!r}; allowed: {', '.join(VIEW_DTYPES)}")
+  check_choice("views_dtype", views_dtype, VIEW_DTYPES)
   out = {k: (np.asarray(v) if not isinstance(v, str) else v) for k, v in sample.items()}
   views = np.asarray(sample["views"], np.float32)
   if views_dtype == "uint16":
@@ -61,3 +70,57 @@ def write_shard(path: str, records: list[bytes]) -> None:
     writer.write(r)
   writer.close()
   os.replace(tmp, path)
+
+
+def num_records(path: str) -> int:
+  """The number of records in one ArrayRecord shard."""
+  from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
+  reader = array_record_module.ArrayRecordReader(path)
+  try:
+    return reader.num_records()
+  finally:
+    reader.close()
+
+
+def shard_paths(folder: str, split: str, job: str = "generate") -> list[str]:
+  """The complete, non-empty shards of one split of a dataset folder (sorted).
+
+  Args:
+    folder: the workdir of the `job` that wrote the shards.
+    split: train, validation or test.
+    job: the job that makes such a folder (named in the error when there is none).
+
+  Raises:
+    ValueError: an unknown split. FileNotFoundError: no complete shard (names what to run).
+  """
+  check_choice("split", split, SPLITS)
+  paths = [p for p in sorted(glob.glob(os.path.join(folder, split, "*.array_record")))
+           if num_records(p) > 0]
+  if not paths:
+    raise FileNotFoundError(f"no complete shards in {os.path.join(folder, split)}: run "
+                            f"python -m jaxcorr.main --config=configs/{job}.py "
+                            f"--workdir={folder} first")
+  return paths
+
+
+def _code_version() -> str:
+  try:
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                         cwd=os.path.dirname(__file__), timeout=10, check=False).stdout.strip()
+  except OSError:
+    rev = ""
+  return f"jaxcorr {jaxcorr.__version__}" + (f" ({rev})" if rev else "")
+
+
+def write_manifest(folder: str, config, assignment: dict, rejected: int) -> dict:
+  """Writes `manifest.json` of a dataset folder: samples and volumes per split, the view draws
+  rejected this run, the code version, the devices and the config; returns the counts."""
+  counts = {}
+  for split in SPLITS:
+    shards = glob.glob(os.path.join(folder, split, "*.array_record"))
+    counts[split] = {"volumes": len(assignment[split]),
+                     "samples": sum(num_records(p) for p in shards)}
+  files.write_json(os.path.join(folder, "manifest.json"), {
+      "counts": counts, "rejected_this_run": rejected, "code_version": _code_version(),
+      "devices": [str(d) for d in jax.devices()], "config": config.to_dict()})
+  return counts

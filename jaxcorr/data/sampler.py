@@ -1,6 +1,6 @@
 """A seeded sampler of N-view cone-beam geometries: the paper's data variation.
 
-Each view is an RTK circular-geometry projection (see `jaxcorr.geometry`) whose parameters are
+Each view is an RTK circular-geometry projection (see `jaxcorr.projection.geometry`) whose parameters are
 drawn independently per view, as the authors' generator does:
 
   gantry        the first rotation axis. A nominal angle is picked from `gantry_modes`
@@ -28,7 +28,7 @@ import dataclasses
 
 import numpy as np
 
-from jaxcorr import geometry
+from jaxcorr.projection import geometry
 
 
 @dataclasses.dataclass(frozen=True)

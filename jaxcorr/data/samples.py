@@ -26,8 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcorr import drr, geometry, labels
 from jaxcorr.data import sampler as sampler_lib
+from jaxcorr.projection import drr, geometry, labels
 
 RECIPE_KEYS = ("volume", "gantry", "out_of_plane", "sid", "sdd", "translation", "seed", "rejected")
 

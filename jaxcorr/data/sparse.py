@@ -28,9 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcorr.xray import annotations as ann_lib
-from jaxcorr.xray import io as xray_io
-from jaxcorr.xray import letterbox as lb_lib
+from jaxcorr.xray import annotations as ann_lib, io as xray_io, letterbox as lb_lib
 
 KEYS = ("views", "pair", "row", "col", "label", "mask")
 

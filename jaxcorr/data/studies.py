@@ -34,6 +34,8 @@ own patient.
 
 from __future__ import annotations
 
+from jaxcorr.core.choices import check_choice
+
 import csv
 import dataclasses
 import os
@@ -83,8 +85,7 @@ def pick_views(paths, n_views: int, rule: str = "first", rng: np.random.Generato
 
   Fewer images than n_views are repeated in order (a, b -> a, b, a). 'random' needs `rng`.
   """
-  if rule not in PICK_RULES:
-    raise ValueError(f"view pick rule {rule!r}; allowed: {', '.join(PICK_RULES)}")
+  check_choice("view pick rule", rule, PICK_RULES)
   paths = tuple(paths)
   if not paths:
     raise ValueError("a study without images")
@@ -106,8 +107,7 @@ def pick_views(paths, n_views: int, rule: str = "first", rng: np.random.Generato
 
 def _finish(studies, n_views, pick, few_views, rng, source) -> list[Study]:
   """Applies the n_views / pick / few_views rules to studies that hold all their images."""
-  if few_views not in FEW_VIEWS:
-    raise ValueError(f"few_views={few_views!r}; allowed: {', '.join(FEW_VIEWS)}")
+  check_choice("few_views", few_views, FEW_VIEWS)
   if n_views is None:
     return studies
   out, few = [], 0
@@ -172,8 +172,7 @@ def read_mura(root: str, split: str = "train", *, body_parts=DEFAULT_BODY_PARTS,
     FileNotFoundError: a missing csv or image (named).
     ValueError: an unknown split or body part, a bad label, an unlabelled study, no studies.
   """
-  if split not in MURA_SPLITS:
-    raise ValueError(f"MURA split {split!r}; allowed: {', '.join(MURA_SPLITS)}")
+  check_choice("MURA split", split, MURA_SPLITS)
   unknown = sorted(set(body_parts) - set(MURA_BODY_PARTS))
   if unknown:
     raise ValueError(f"unknown MURA body parts {unknown}; allowed: {', '.join(MURA_BODY_PARTS)}")

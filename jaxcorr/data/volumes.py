@@ -22,8 +22,8 @@ import dataclasses
 
 import numpy as np
 
-from jaxcorr import labels
-from jaxcorr.ct import Volume, preprocess
+from jaxcorr.ct import preprocess, Volume
+from jaxcorr.projection import labels
 
 
 def split_z(volume: Volume, max_length_mm: float, overlap_mm: float = 0.0) -> list[Volume]:
@@ -80,7 +80,7 @@ def make_entry(cube: Volume, *, image_intensity, label_intensity, patch: int, po
     cube: S^3 HU volume.
     image_intensity: HU -> projected image quantity (e.g. partial(bone_sigmoid, x0=1500)).
     label_intensity: HU -> correspondence intensity (e.g. partial(bone_sigmoid, x0=850)).
-    patch, pooling, threshold: the label settings (`jaxcorr.labels`).
+    patch, pooling, threshold: the label settings (`jaxcorr.projection.labels`).
   """
   weights = np.asarray(labels.pool_weights(label_intensity(cube.data), patch, pooling))
   c_origin, c_spacing = (np.asarray(a) for a in labels.coarse_grid(cube.origin, cube.spacing,

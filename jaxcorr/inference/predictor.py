@@ -29,13 +29,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcorr.core import files
+from jaxcorr.core.choices import check_choice
 from jaxcorr.inference import tta as tta_lib
-from jaxcorr.jobs import common
-from jaxcorr.labels import pair_indices
-from jaxcorr.models import transfer
-from jaxcorr.tasks import correspondence
-from jaxcorr.xray import io as xray_io
-from jaxcorr.xray import letterbox as lb_lib
+from jaxcorr.models import build, transfer
+from jaxcorr.projection.labels import pair_indices
+from jaxcorr.xray import io as xray_io, letterbox as lb_lib
 
 CORRESPONDENCE_JOBS = ("pretrain", "finetune")
 # Views whose letterbox scales differ more than this are refused: a thumbnail next to a
@@ -59,8 +58,7 @@ class Predictor:
 
   def __init__(self, model, variables, *, image_size, patch: int, tta: bool = False,
                tta_reduce: str = "mean", batch_size: int = 8, source: str = ""):
-    if tta_reduce not in tta_lib.REDUCTIONS:
-      raise ValueError(f"tta_reduce={tta_reduce!r}; allowed: {', '.join(tta_lib.REDUCTIONS)}")
+    check_choice("tta_reduce", tta_reduce, tta_lib.REDUCTIONS)
     self.model = model
     self.variables = variables
     self.image_size = tuple(int(s) for s in image_size)
@@ -74,7 +72,7 @@ class Predictor:
   @classmethod
   def from_checkpoint(cls, path: str, **kwargs) -> "Predictor":
     """The model of a pretraining or fine-tuning run (its workdir or a checkpoint directory)."""
-    config = common.run_config(path)
+    config = files.run_config(path)
     if config.get("job") not in CORRESPONDENCE_JOBS:
       raise ValueError(f"{path} holds a {config.get('job')!r} run, not a correspondence model; "
                        "give the workdir of a pretraining or fine-tuning run")
@@ -83,7 +81,7 @@ class Predictor:
     else:
       image_size, patch = tuple(config.views.detector_size), config.labels.patch
     params, model_state, _ = transfer.read_checkpoint_params(path)
-    model = correspondence.build_model(config.model)
+    model = build.build_model(config.model)
     return cls(model, {"params": params, **(model_state or {})}, image_size=image_size,
                patch=patch, source=path, **kwargs)
 

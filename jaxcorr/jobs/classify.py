@@ -1,21 +1,16 @@
-"""The `classify` job: multi-view fracture classification (Table 3) with the one training loop,
-and `classify_sweep`: the Table-3 rows x seeds, as a table of mean +- std.
+"""The `classify` job: multi-view fracture classification (Table 3) with the one training loop.
 
-classify: makes the CT-derived fracture benchmark into `data.shards` (default
+It makes the CT-derived fracture benchmark into `data.shards` (default
 `<workdir>/data`) when it is not there yet (`jobs.make_fractures`, resumable), trains, then
 restores the best checkpoint (by validation AUROC), picks the threshold on the validation
 split and scores the test split. Writes test_metrics.json, predictions_<split>.csv (per study:
 id, label, probability, prediction) and errors.png (the most confident test errors with the
-class-token attention over each view).
-
-classify_sweep: for every row of `sweep.rows` and seed in `sweep.seeds`, the same config with
-that row's settings (`ROWS`) and seed in `<workdir>/<row>/seed<k>` (a finished run, one with
-test_metrics.json, is not run again), then sweep.md and sweep.csv: mean +- std over seeds.
+class-token attention over each view). The Table-3 rows are `classification.ROWS`, run
+together by the `classify_sweep` job.
 """
 
 from __future__ import annotations
 
-import copy
 import csv
 import io as io_lib
 import os
@@ -24,38 +19,11 @@ import jax
 import numpy as np
 from absl import logging
 
-from jaxcorr import classification_metrics as cm
-from jaxcorr.jobs import common
-from jaxcorr.train import checkpoint, loop, sharding
-
-# The paper's Table-3 rows as config overrides ('{pretrained}' is config.pretrained).
-ROWS = {
-    "single": {"model.fusion": "single", "model.guidance": "none", "init_from": ""},
-    "late": {"model.fusion": "late", "model.guidance": "none", "init_from": ""},
-    "early": {"model.fusion": "early", "model.guidance": "none", "init_from": ""},
-    "early_pretrained": {"model.fusion": "early", "model.guidance": "none",
-                         "init_from": "{pretrained}"},
-    "early_guided": {"model.fusion": "early", "model.guidance": "layer",
-                     "init_from": "{pretrained}"},
-}
-METRICS = ("accuracy", "auroc", "kappa", "precision", "recall")
-
-
-def apply_row(config, row: str):
-  """A copy of `config` with the settings of Table-3 row `row`."""
-  if row not in ROWS:
-    raise ValueError(f"unknown row {row!r}; allowed: {', '.join(ROWS)}")
-  out = copy.deepcopy(config)
-  for key, value in ROWS[row].items():
-    if value == "{pretrained}":
-      if not config.pretrained:
-        raise ValueError(f"row {row!r} starts from correspondence pretraining: set "
-                         "config.pretrained to a pretraining workdir "
-                         "(configs/pretrain.py:tiny_vit or :vit)")
-      value = config.pretrained
-    out.update_from_flattened_dict({key: value})
-  return out
-
+from jaxcorr.core import files, sharding
+from jaxcorr.jobs import make_fractures
+from jaxcorr.metrics import classification as cm
+from jaxcorr.tasks import classification
+from jaxcorr.train import checkpoint, loop
 
 def ensure_data(config, workdir: str) -> None:
   """Fills data.shards and makes the fracture benchmark there unless it is complete."""
@@ -64,7 +32,6 @@ def ensure_data(config, workdir: str) -> None:
   if not config.data.shards:
     config.data.shards = os.path.join(workdir, "data")
   if not os.path.exists(os.path.join(config.data.shards, "manifest.json")):
-    from jaxcorr.jobs import make_fractures  # pylint: disable=import-outside-toplevel
     logging.info("making the fracture benchmark in %s", config.data.shards)
     make_fractures.run(config, config.data.shards)
 
@@ -103,9 +70,8 @@ def _errors_figure(path, task, probs, labels, attention, threshold, count=4):
 
 
 def run(config, workdir: str) -> dict:
-  from jaxcorr.tasks import classification  # pylint: disable=import-outside-toplevel
   ensure_data(config, workdir)
-  common.prepare_workdir(config, workdir)
+  files.prepare_workdir(config, workdir)
   mesh = sharding.make_mesh(config.mesh.num_devices)
   task = classification.ClassificationTask(config, workdir, mesh)
   loop.train_and_evaluate(config, workdir, task, mesh)
@@ -127,44 +93,8 @@ def run(config, workdir: str) -> dict:
     ids = task.study_ids.get(split) or list(range(len(probs)))
     w.writerows([(ids[i], int(labels[i]), f"{probs[i]:.5f}", int(probs[i] >= threshold))
                  for i in range(len(probs))])
-    common.atomic_write_text(os.path.join(workdir, f"predictions_{split}.csv"), text.getvalue())
+    files.atomic_write_text(os.path.join(workdir, f"predictions_{split}.csv"), text.getvalue())
   _errors_figure(os.path.join(workdir, "errors.png"), task, probs, labels, attention, threshold)
-  common.write_json(os.path.join(workdir, "test_metrics.json"), results)
+  files.write_json(os.path.join(workdir, "test_metrics.json"), results)
   logging.info("test (threshold %.3f from validation): %s", threshold, results["test"])
   return results
-
-
-def run_sweep(config, workdir: str) -> None:
-  """The `classify_sweep` job (see the module docstring)."""
-  common.prepare_workdir(config, workdir)
-  ensure_data(config, workdir)
-  rows = [r for r in config.sweep.rows if r]
-  table = {}
-  for row in rows:
-    for seed in config.sweep.seeds:
-      run_dir = os.path.join(workdir, row, f"seed{seed}")
-      done = os.path.join(run_dir, "test_metrics.json")
-      if not os.path.exists(done):
-        sub = apply_row(config, row)
-        with sub.unlocked():
-          sub.job = "classify"
-          sub.seed = int(seed)
-        run(sub, run_dir)
-      table.setdefault(row, []).append(common.read_json(done)["test"])
-  lines = ["| row | " + " | ".join(METRICS) + " | seeds |",
-           "|---" * (len(METRICS) + 2) + "|"]
-  text = io_lib.StringIO()
-  w = csv.writer(text)
-  w.writerow(["row"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")] + ["seeds"])
-  for row, results in table.items():
-    vals = {m: np.asarray([r[m] for r in results], np.float64) for m in METRICS}
-    lines.append(f"| {row} | " + " | ".join(
-        f"{100 * v.mean():.1f} +- {100 * v.std():.1f}" for v in vals.values())
-                 + f" | {len(results)} |")
-    w.writerow([row] + [f"{x:.4f}" for v in vals.values() for x in (v.mean(), v.std())]
-               + [len(results)])
-  common.atomic_write_text(os.path.join(workdir, "sweep.md"), "\n".join(lines) + "\n")
-  common.atomic_write_text(os.path.join(workdir, "sweep.csv"), text.getvalue())
-  common.write_json(os.path.join(workdir, "sweep.json"), table)
-  print("\n".join(lines))
-

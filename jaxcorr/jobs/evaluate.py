@@ -18,10 +18,12 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jaxcorr import metrics, viz
-from jaxcorr.jobs import common
+from jaxcorr.core import files, sharding
+from jaxcorr.core.choices import check_choice
+from jaxcorr.metrics import correspondence as metrics
+from jaxcorr.pictures import viz
 from jaxcorr.tasks import correspondence
-from jaxcorr.train import checkpoint, loop, sharding, state as state_lib
+from jaxcorr.train import checkpoint, loop, state as state_lib
 
 
 def _run_config(run_dir: str, config) -> ml_collections.ConfigDict:
@@ -51,13 +53,12 @@ def _variables(run_dir: str, task, mesh, which: str):
 
 
 def run(config, workdir: str) -> None:
-  common.prepare_workdir(config, workdir)
+  files.prepare_workdir(config, workdir)
   runs = [r for r in config.runs if r]
   if not runs:
     raise ValueError("config.runs is empty: give the workdirs of pretraining runs, e.g. "
                      "--config.runs=\"('/tmp/pretrain',)\"")
-  if config.checkpoint not in ("best", "latest"):
-    raise ValueError(f"config.checkpoint={config.checkpoint!r}; allowed: best, latest")
+  check_choice("config.checkpoint", config.checkpoint, ("best", "latest"))
   mesh = sharding.make_mesh(1)
   entries = [(d, config.checkpoint) for d in runs]
   if config.untrained:
@@ -99,7 +100,7 @@ def _overlays(workdir, index, batch, pred, true, patch, count) -> None:
 
 
 def _write(workdir, rows) -> None:
-  common.write_json(os.path.join(workdir, "results.json"), rows)
+  files.write_json(os.path.join(workdir, "results.json"), rows)
   with open(os.path.join(workdir, "results.csv"), "w", newline="") as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
     writer.writeheader()
@@ -109,5 +110,5 @@ def _write(workdir, rows) -> None:
     lines.append(f"| {r['run']} | {r['model']} | {r['mse']:.2e} | {100 * r['precision']:.1f} | "
                  f"{100 * r['recall']:.1f} | {100 * r['ap']:.1f} |")
   table = "\n".join(lines)
-  common.atomic_write_text(os.path.join(workdir, "results.md"), table + "\n")
+  files.atomic_write_text(os.path.join(workdir, "results.md"), table + "\n")
   print(table)

@@ -6,7 +6,7 @@ fine-tuned, a `head='pair_mlp'` fine-tuning workdir as the frozen-backbone basel
 with `Predictor` from its best checkpoint and predicts C for every study of `config.split` of
 the split file `config.splits` (a fine-tuning workdir's splits.json, so every row sees the same
 held-out studies; empty: all studies). Only annotated patch pairs are scored: precision and
-recall at 0.2 and AP (`jaxcorr.metrics`). Writes results.md (printed too), results.csv and
+recall at 0.2 and AP (`jaxcorr.metrics.correspondence`). Writes results.md (printed too), results.csv and
 results.json.
 """
 
@@ -20,15 +20,15 @@ import os
 import numpy as np
 from absl import logging
 
-from jaxcorr import metrics
+from jaxcorr.core import files
 from jaxcorr.data import sparse
 from jaxcorr.inference.predictor import Predictor
-from jaxcorr.jobs import common
+from jaxcorr.metrics import correspondence as metrics
 from jaxcorr.xray import annotations as ann_lib
 
 
-def row_name(run_dir: str) -> str:
-  config = common.run_config(run_dir)
+def _row_name(run_dir: str) -> str:
+  config = files.run_config(run_dir)
   if config.job == "pretrain":
     look = config.get("augment", {}).get("appearance", {}).get("enabled", False)
     return "zero-shot (pretrained, appearance randomisation)" if look else "zero-shot (pretrained)"
@@ -37,7 +37,7 @@ def row_name(run_dir: str) -> str:
   return "fine-tuned"
 
 
-def score_run(run_dir: str, studies, batch_size: int) -> dict:
+def _score_run(run_dir: str, studies, batch_size: int) -> dict:
   """Metrics of one run on the annotated entries of `studies`."""
   predictor = Predictor.from_checkpoint(run_dir, batch_size=batch_size)
   samples = sparse.load_samples(studies, image_size=predictor.image_size, patch=predictor.patch,
@@ -51,7 +51,7 @@ def score_run(run_dir: str, studies, batch_size: int) -> dict:
 
 
 def run(config, workdir: str) -> None:
-  common.prepare_workdir(config, workdir)
+  files.prepare_workdir(config, workdir)
   runs = [r for r in config.runs if r]
   if not runs:
     raise ValueError("config.runs is empty: give pretraining / fine-tuning workdirs, e.g. "
@@ -60,15 +60,15 @@ def run(config, workdir: str) -> None:
     raise ValueError("config.annotations is empty: give the sparse-annotation file")
   studies = ann_lib.load_annotations(config.annotations)
   if config.splits:
-    wanted = set(common.read_json(config.splits)[config.split])
+    wanted = set(files.read_json(config.splits)[config.split])
     studies = [s for s in studies if s.study in wanted]
     if not studies:
       raise ValueError(f"config.splits={config.splits!r}: no study of {config.annotations} is "
                        f"in its {config.split!r} split")
   rows = []
   for run_dir in runs:
-    result = {"run": row_name(run_dir), "workdir": os.path.abspath(run_dir),
-              **score_run(run_dir, studies, config.batch_size)}
+    result = {"run": _row_name(run_dir), "workdir": os.path.abspath(run_dir),
+              **_score_run(run_dir, studies, config.batch_size)}
     logging.info("%s: %s", run_dir, result)
     rows.append(result)
   keys = ["run", "precision", "recall", "ap", "annotated", "workdir"]
@@ -76,11 +76,11 @@ def run(config, workdir: str) -> None:
   writer = csv.DictWriter(text, fieldnames=keys, extrasaction="ignore")
   writer.writeheader()
   writer.writerows(rows)
-  common.atomic_write_text(os.path.join(workdir, "results.csv"), text.getvalue())
-  common.atomic_write_text(os.path.join(workdir, "results.json"), json.dumps(rows, indent=2))
+  files.atomic_write_text(os.path.join(workdir, "results.csv"), text.getvalue())
+  files.atomic_write_text(os.path.join(workdir, "results.json"), json.dumps(rows, indent=2))
   table = [f"Sparse annotations, {len(studies)} studies ({config.split if config.splits else 'all'})",
            "", "| run | precision | recall | AP | annotated pairs |", "|---|---|---|---|---|"]
   table += [f"| {r['run']} | {100 * r['precision']:.1f} | {100 * r['recall']:.1f} | "
             f"{100 * r['ap']:.1f} | {r['annotated']} |" for r in rows]
-  common.atomic_write_text(os.path.join(workdir, "results.md"), "\n".join(table) + "\n")
+  files.atomic_write_text(os.path.join(workdir, "results.md"), "\n".join(table) + "\n")
   print("\n".join(table))

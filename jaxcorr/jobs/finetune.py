@@ -11,14 +11,16 @@ from __future__ import annotations
 import ml_collections
 from absl import logging
 
-from jaxcorr.jobs import common
+
+from jaxcorr.core import files, sharding
+from jaxcorr.core.choices import check_choice
 from jaxcorr.tasks import finetune
-from jaxcorr.train import loop, sharding
+from jaxcorr.train import loop
 
-HEADS = ("correspondence", "pair_mlp")
+_HEADS = ("correspondence", "pair_mlp")
 
 
-def resolve(config) -> None:
+def _resolve(config) -> None:
   """Fills `config.model` and `config.image_size` from the run of `config.init_from`."""
   if not config.init_from:
     raise ValueError("config.init_from is empty: give a pretraining workdir, e.g. "
@@ -26,9 +28,8 @@ def resolve(config) -> None:
   if not config.annotations:
     raise ValueError("config.annotations is empty: give a sparse-annotation JSON-lines file "
                      "(docs/annotations.md), e.g. one made by configs/make_sparse.py")
-  if config.head not in HEADS:
-    raise ValueError(f"config.head={config.head!r}; allowed: {', '.join(HEADS)}")
-  source = common.run_config(config.init_from)
+  check_choice("config.head", config.head, _HEADS)
+  source = files.run_config(config.init_from)
   model = dict(source.model)
   if model.get("kind", "correspondence") != "correspondence":
     raise ValueError(f"config.init_from={config.init_from!r} is a {model['kind']!r} run; "
@@ -48,8 +49,8 @@ def resolve(config) -> None:
 
 
 def run(config, workdir: str) -> None:
-  resolve(config)
-  common.prepare_workdir(config, workdir)
+  _resolve(config)
+  files.prepare_workdir(config, workdir)
   mesh = sharding.make_mesh(config.mesh.num_devices)
   task = finetune.FinetuneTask(config, workdir, mesh)
   result = loop.train_and_evaluate(config, workdir, task, mesh)

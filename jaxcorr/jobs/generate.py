@@ -17,31 +17,19 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import subprocess
 import time
 
-import jax
 import numpy as np
 from absl import logging
 
-import jaxcorr
-from jaxcorr.data import records, samples
-from jaxcorr.jobs import common, data
-
-
-def _code_version() -> str:
-  try:
-    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                         cwd=os.path.dirname(__file__), timeout=10, check=False).stdout.strip()
-  except OSError:
-    rev = ""
-  return f"jaxcorr {jaxcorr.__version__}" + (f" ({rev})" if rev else "")
+from jaxcorr.core import files
+from jaxcorr.data import from_config, records, samples, splits as splits_lib
 
 
 def _render_volume(bank, config, seed: int) -> tuple[list[bytes], int]:
   """Renders `samples_per_volume` samples of every chunk of one volume; returns records."""
-  maker = data.recipe_maker(config, bank)
-  frame = data.framing(config)
+  maker = from_config.recipe_maker(config, bank)
+  frame = from_config.framing(config)
   dev = samples.bank_arrays(bank, config.data.volume_dtype)
   out, rejected = [], 0
   per = config.generate.samples_per_volume
@@ -70,10 +58,10 @@ def _render_volume(bank, config, seed: int) -> tuple[list[bytes], int]:
 
 
 def run(config, workdir: str) -> None:
-  common.prepare_workdir(config, workdir)
-  assignment = data.splits(config, workdir)
+  files.prepare_workdir(config, workdir)
+  assignment = splits_lib.load_or_assign(config, workdir)
   todo = []
-  for split in data.SPLITS:
+  for split in splits_lib.SPLITS:
     os.makedirs(os.path.join(workdir, split), exist_ok=True)
     for name in assignment[split]:
       index = sorted(n for part in assignment.values() for n in part).index(name)
@@ -85,7 +73,7 @@ def run(config, workdir: str) -> None:
                total - len(todo))
   done_samples, rejected, t0 = 0, 0, time.perf_counter()
   with concurrent.futures.ThreadPoolExecutor(1) as pool:
-    load = lambda item: pool.submit(data.build_bank, [item[1]], config)
+    load = lambda item: pool.submit(from_config.build_bank, [item[1]], config)
     future = load(todo[0]) if todo else None
     for n, item in enumerate(todo):
       bank = future.result()
@@ -98,22 +86,5 @@ def run(config, workdir: str) -> None:
       left = (len(todo) - n - 1) * len(recs) / max(rate, 1e-9)
       logging.info("[%d/%d] %s -> %s: %d samples, %.1f samples/s, ETA %.0f s", n + 1, len(todo),
                    item[1], item[3], len(recs), rate, left)
-  _write_manifest(config, workdir, assignment, rejected)
-
-
-def _write_manifest(config, workdir, assignment, rejected) -> None:
-  from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
-  counts = {}
-  for split in data.SPLITS:
-    folder = os.path.join(workdir, split)
-    n = 0
-    for f in sorted(os.listdir(folder)):
-      if f.endswith(".array_record"):
-        reader = array_record_module.ArrayRecordReader(os.path.join(folder, f))
-        n += reader.num_records()
-        reader.close()
-    counts[split] = {"volumes": len(assignment[split]), "samples": n}
-  common.write_json(os.path.join(workdir, "manifest.json"), {
-      "counts": counts, "rejected_this_run": rejected, "code_version": _code_version(),
-      "devices": [str(d) for d in jax.devices()], "config": config.to_dict()})
+  counts = records.write_manifest(workdir, config, assignment, rejected)
   logging.info("manifest: %s", counts)

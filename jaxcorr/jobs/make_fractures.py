@@ -15,7 +15,7 @@ count gets one extra of a seeded random label). Each sample:
 Fractures are inserted at the cube's resolution, so `fracture.gap_mm` should span a voxel or
 more (the tiny preset's 64^3 cubes have ~4.7 mm voxels).
 
-Workdir (as the generate job's, whose helpers it uses):
+Workdir (as the generate job's):
   splits.json                     volume -> train/validation/test, by volume (`data.splits`)
   <split>/<NNNNN>.array_record    one shard per volume, written whole then renamed
                                   (`records.write_shard`); an existing shard is complete, so a
@@ -25,57 +25,20 @@ Workdir (as the generate job's, whose helpers it uses):
   manifest.json                   the generate job's counts, plus positives/negatives per split
   config.json
 
-Record fields (`decode`; N views, P = N (N - 1) / 2 pairs, L patches per view):
-  views          float32 [N, H, W]  DRR line integrals (stored float16 or uint16,
-                                    `generate.views_dtype`); the pipeline normalises per view
-  corr           float32 [P, L, L]  correspondence labels in `labels.pair_indices` order, or
-                                    [0] when generate.with_corr is False
-  label          int32 []           1 fracture, 0 none
-  volume         str                the volume's name in splits.json
-  gantry, out_of_plane, sid, sdd float32 [N], translation float32 [3]    the views (deg, mm)
-  seed           uint32 []          the sample's seed
-  negative_kind  str                harmless change applied: 'none', 'jitter' or 'blob'
-  gap_mm, displacement_mm, angulation_deg  float32 []   what was inserted (0 for negatives)
-  fracture_px    float32 [N, 2]     (column, row) of the fracture point per view (NaN: none)
-  ray_plane_deg  float32 [N]        angle between the ray through that point and the gap
-                                    plane (0 = the gap seen edge-on; NaN for negatives)
-  change         float32 [N]        max |DRR after - DRR before the fracture| over the view's
-                                    range (max - min), i.e. in normalised image units (0 for
-                                    negatives; 0 everywhere when generate.visibility is False)
-  visible        uint8 [N]          change >= generate.visible_threshold
-
-Reading: `shard_paths(workdir, split)` lists a split's complete, non-empty shards (for
-`grain.sources.ArrayRecordDataSource`), `decode(record)` gives the dict above.
+The samples and their record fields: `jaxcorr.data.fractures`.
 """
 
 from __future__ import annotations
 
-import functools
-import glob
 import json
 import os
 import time
 
-import jax
-import numpy as np
 from absl import logging
 
-from jaxcorr import drr, geometry
-from jaxcorr.ct import CTError, fracture, preprocess
-from jaxcorr.data import records, samples, sampler, volumes
-from jaxcorr.jobs import common, data, generate
-
-_LABEL_STREAM = 1  # seed-sequence tags: per-volume labels vs per-sample draws
-_SAMPLE_STREAM = 0
-
-
-def volume_labels(seed: int, index: int, count: int) -> np.ndarray:
-  """The labels of one volume's samples: half 1, half 0 (+1 seeded random if odd), shuffled."""
-  rng = np.random.default_rng([seed, index, _LABEL_STREAM])
-  labels = [1] * (count // 2) + [0] * (count // 2)
-  if count % 2:
-    labels.append(int(rng.integers(2)))
-  return rng.permutation(np.asarray(labels, np.int32))
+from jaxcorr.core import files
+from jaxcorr.ct import CTError
+from jaxcorr.data import fractures, from_config, records, splits as splits_lib
 
 
 def _check(config) -> None:
@@ -88,196 +51,17 @@ def _check(config) -> None:
   if config.data.split_mm:
     raise ValueError(f"config.data.split_mm={config.data.split_mm}: make_fractures renders whole "
                      "cubes; set it to 0")
-  if config.ct.on_error not in ("raise", "skip"):
-    raise ValueError(f"config.ct.on_error={config.ct.on_error!r}; allowed: raise, skip")
-
-
-@functools.partial(jax.jit, static_argnames=("framing",))
-def _project(images, origin, spacing, extent, params, framing: samples.Framing):
-  """DRRs [B, N, H, W] of B (unpadded) volumes, each with its own view parameters."""
-  h, w = framing.detector_size
-
-  def one(image, o, s, e, p):
-    views = sampler.views_from_params(p, extent_mm=e, detector_size=(h, w),
-                                      fov_scale=framing.fov_scale, orbit=framing.orbit)
-    return drr.project(image, o, s, views, height=h, width=w)
-  return jax.vmap(one)(images, origin, spacing, extent, params)
-
-
-def _fracture_geometry(info, params, extent, framing):
-  """(fracture_px [N, 2], ray_plane_deg [N]) of a fracture point in one sample's views."""
-  views = sampler.views_from_params({k: np.asarray(v) for k, v in params.items()},
-                                    extent_mm=extent, detector_size=tuple(framing.detector_size),
-                                    fov_scale=framing.fov_scale, orbit=framing.orbit)
-  mats = np.asarray(geometry.views_to_matrices(views), np.float64)        # [N, 3, 4]
-  hom = mats @ np.append(info.point, 1.0)
-  px = hom[:, :2] / hom[:, 2:]
-  rays = info.point - np.asarray(views.source, np.float64)
-  sines = np.abs(rays @ info.normal) / np.linalg.norm(rays, axis=-1)
-  return px.astype(np.float32), np.degrees(np.arcsin(np.clip(sines, 0, 1))).astype(np.float32)
-
-
-class _Incremental:
-  """HU -> intensity that recomputes only the voxels differing from a reference volume.
-
-  A fracture changes a few thousand voxels of a 256^3 cube; mapping all 16.8M again (three
-  times a sample) would dominate the run. Volumes changing over a quarter of their voxels (the
-  global 'jitter') are mapped whole.
-  """
-
-  def __init__(self, fn, reference: np.ndarray):
-    self.fn, self.reference = fn, reference
-    self.whole = jax.jit(fn)  # ~4x NumPy's speed on a whole cube
-    self.base = np.asarray(self.whole(reference), np.float32)
-
-  def __call__(self, hu: np.ndarray) -> np.ndarray:
-    if hu is self.reference:
-      return self.base
-    where = np.flatnonzero(hu != self.reference)
-    if where.size > hu.size // 4:
-      return np.asarray(self.whole(hu), np.float32)
-    out = self.base.copy()
-    out.reshape(-1)[where] = self.fn(hu.reshape(-1)[where])
-    return out
-
-
-class _Sampler:
-  """Draws one volume's samples (HU changes + view recipes); see the module docstring."""
-
-  def __init__(self, cube, config):
-    self.cube, self.config = cube, config
-    f = dict(config.fracture)
-    self.p_displace = f.pop("p_displace")
-    self.motion = {k: f.pop(k) for k in ("displacement_mm", "angulation_deg")}
-    self.fracture_kw = f
-    self.bones = fracture.require_long_bones(
-        cube, **{k: f[k] for k in ("min_bone_hu", "min_length_mm", "min_elongation", "edge_hu")})
-    self.image_fn = _Incremental(functools.partial(
-        common.intensity_volume, intensity_config=config.intensity), cube.data)
-    label_fn = _Incremental(functools.partial(
-        common.intensity_volume, intensity_config=config.labels.intensity), cube.data)
-    self.entry = functools.partial(volumes.make_entry, image_intensity=self.image_fn,
-                                   label_intensity=label_fn, patch=config.labels.patch,
-                                   pooling=config.labels.pooling,
-                                   threshold=config.labels.threshold)
-    self.maker = data.recipe_maker(config, volumes.stack([self.entry(cube)]))
-
-  def draw(self, rng, label: int) -> dict:
-    before, negative = fracture.make_negative(self.cube, rng, **self.config.negative)
-    out = {"label": np.int32(label), "negative_kind": negative.kind, "info": None}
-    after = before
-    if label:
-      scale = 1.0 if rng.random() < self.p_displace else 0.0
-      after, out["info"] = fracture.insert_fracture(
-          before, rng, bones=self.bones, **self.fracture_kw,
-          **{k: v * scale for k, v in self.motion.items()})
-    out["entry"] = self.entry(after)
-    out["diff"] = (out["entry"]["images"] - self.image_fn(before.data)
-                   if label and self.config.generate.visibility else None)
-    out["recipe"] = self.maker({"volume": 0}, rng)
-    return out
-
-
-_GEOMETRY = ("gantry", "out_of_plane", "sid", "sdd", "translation")
-
-
-def _render(drawn: list[dict], config):
-  """Renders drawn samples in one static-size batch (repeats fill it; extras are dropped).
-
-  Returns (views [B, N, H, W], corr [B, P, L, L] or None, the batch's bank, view params).
-  """
-  g, frame = config.generate, data.framing(config)
-  part = drawn + [drawn[-1]] * (g.render_batch - len(drawn))
-  bank = volumes.stack([d["entry"] for d in part])
-  recipes = {k: np.stack([d["recipe"][k] for d in part]) for k in samples.RECIPE_KEYS}
-  recipes["volume"] = np.arange(len(part), dtype=np.int32)
-  params = {k: recipes[k] for k in _GEOMETRY}
-  if not g.with_corr:
-    views = _project(bank.images, bank.origin, bank.spacing, bank.extent, params, frame)
-    return np.asarray(views), None, bank, params
-  views, corr = samples.render_batch(samples.bank_arrays(bank, config.data.volume_dtype),
-                                     recipes, framing=frame, threshold=config.labels.threshold,
-                                     label_method=config.labels.method)
-  return np.asarray(views), np.asarray(corr), bank, params
-
-
-def _change(d, i, views, bank, params, frame) -> np.ndarray:
-  """max |DRR(after) - DRR(before)| / (max - min of the view) per view of sample i, [N].
-
-  DRRs are linear in the volume, so the difference is the DRR of the intensity difference.
-  """
-  n = views.shape[1]
-  if d["diff"] is None:
-    return np.zeros(n, np.float32)
-  one = slice(i, i + 1)
-  delta = np.asarray(_project(d["diff"][None], bank.origin[one], bank.spacing[one],
-                              bank.extent[one], {k: v[one] for k, v in params.items()}, frame))
-  span = views[i].max(axis=(1, 2)) - views[i].min(axis=(1, 2))
-  return (np.abs(delta[0]).max(axis=(1, 2)) / np.where(span > 0, span, 1.0)).astype(np.float32)
-
-
-def _record(d, views, corr, change, extent, config) -> dict:
-  """The record dict of one rendered sample (fields in the module docstring)."""
-  info, r, n = d["info"], d["recipe"], views.shape[0]
-  rec = {"views": views, "corr": corr if corr is not None else np.zeros((0,), np.float16),
-         "label": d["label"], "volume": d["name"], "negative_kind": d["negative_kind"],
-         **{k: r[k] for k in _GEOMETRY + ("seed",)}}
-  if info is None:
-    return {**rec, "gap_mm": np.float32(0), "displacement_mm": np.float32(0),
-            "angulation_deg": np.float32(0), "fracture_px": np.full((n, 2), np.nan, np.float32),
-            "ray_plane_deg": np.full(n, np.nan, np.float32), "change": np.zeros(n, np.float32),
-            "visible": np.zeros(n, np.uint8)}
-  px, angle = _fracture_geometry(info, {k: r[k] for k in _GEOMETRY}, extent,
-                                 data.framing(config))
-  return {**rec, "gap_mm": np.float32(info.gap_mm),
-          "displacement_mm": np.float32(np.linalg.norm(info.translation)),
-          "angulation_deg": np.float32(info.rotation_deg), "fracture_px": px,
-          "ray_plane_deg": angle, "change": change,
-          "visible": (change >= config.generate.visible_threshold).astype(np.uint8)}
-
-
-def _encode_batch(drawn: list[dict], config) -> list[bytes]:
-  """Renders and encodes a batch of drawn samples."""
-  views, corr, bank, params = _render(drawn, config)
-  out = []
-  for i, d in enumerate(drawn):
-    if not (np.all(np.isfinite(views[i])) and (corr is None or np.all(np.isfinite(corr[i])))):
-      raise FloatingPointError(f"{d['name']}: non-finite sample (a label footprint wider than "
-                               "the sparse window?); set labels.method='dense'")
-    change = _change(d, i, views, bank, params, data.framing(config))
-    rec = _record(d, views[i], None if corr is None else corr[i], change,
-                  float(bank.extent[i]), config)
-    out.append(records.encode(rec, config.generate.views_dtype))
-  return out
-
-
-def volume_records(name: str, index: int, config) -> tuple[list[bytes], int]:
-  """All records of one volume (encoded) and the number of rejected view draws."""
-  hu = data._hu_volume(name, config)  # pylint: disable=protected-access
-  cube = preprocess.to_cube(hu, size=config.ct.size)
-  cube = cube.replace(source=name)
-  draw = _Sampler(cube, config)
-  labels = volume_labels(config.seed, index, config.generate.samples_per_volume)
-  out, rejected, batch = [], 0, []
-  for s, label in enumerate(labels):
-    d = draw.draw(np.random.default_rng([config.seed, index, _SAMPLE_STREAM, s]), int(label))
-    d["name"] = name
-    rejected += int(d["recipe"]["rejected"])
-    batch.append(d)
-    if len(batch) == config.generate.render_batch or s == len(labels) - 1:
-      out += _encode_batch(batch, config)
-      batch = []
-  return out, rejected
+  from_config.check_choice("ct.on_error", config.ct.on_error)
 
 
 def run(config, workdir: str) -> None:
   """Writes the benchmark into `workdir` (see the module docstring); resumes a killed run."""
   _check(config)
-  common.prepare_workdir(config, workdir)
-  assignment = data.splits(config, workdir)
+  files.prepare_workdir(config, workdir)
+  assignment = splits_lib.load_or_assign(config, workdir)
   names = sorted(n for part in assignment.values() for n in part)
   todo = []
-  for split in data.SPLITS:
+  for split in splits_lib.SPLITS:
     os.makedirs(os.path.join(workdir, split), exist_ok=True)
     for name in assignment[split]:
       shard = os.path.join(workdir, split, f"{names.index(name):05d}.array_record")
@@ -288,7 +72,7 @@ def run(config, workdir: str) -> None:
   done, rejected, t0 = 0, 0, time.perf_counter()
   for n, (name, index, shard) in enumerate(todo):
     try:
-      recs, rej = volume_records(name, index, config)
+      recs, rej = fractures.volume_records(name, index, config)
     except CTError as e:
       if config.ct.on_error == "raise":
         raise
@@ -300,18 +84,8 @@ def run(config, workdir: str) -> None:
     logging.info("[%d/%d] %s -> %s: %d samples, %.2f samples/s", n + 1, len(todo), name, shard,
                  len(recs), rate)
   # The generate job's manifest (counts, code version, config), then the label counts.
-  generate._write_manifest(  # pylint: disable=protected-access
-      config, workdir, assignment, rejected)
+  records.write_manifest(workdir, config, assignment, rejected)
   _add_label_counts(config, workdir, assignment, names)
-
-
-def _num_records(path: str) -> int:
-  from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
-  reader = array_record_module.ArrayRecordReader(path)
-  try:
-    return reader.num_records()
-  finally:
-    reader.close()
 
 
 def _add_label_counts(config, workdir, assignment, names) -> None:
@@ -320,44 +94,18 @@ def _add_label_counts(config, workdir, assignment, names) -> None:
   with open(path) as f:
     manifest = json.load(f)
   labels, skipped = {}, []
-  for split in data.SPLITS:
+  for split in splits_lib.SPLITS:
     pos = neg = 0
     for name in assignment[split]:
       index = names.index(name)
       shard = os.path.join(workdir, split, f"{index:05d}.array_record")
-      count = _num_records(shard) if os.path.exists(shard) else 0
+      count = records.num_records(shard) if os.path.exists(shard) else 0
       if count == 0:
         skipped.append(name)
         continue
-      y = volume_labels(config.seed, index, count)
+      y = fractures.volume_labels(config.seed, index, count)
       pos, neg = pos + int(y.sum()), neg + int(len(y) - y.sum())
     labels[split] = {"positive": pos, "negative": neg}
   manifest.update(labels=labels, skipped_volumes=skipped)
-  common.write_json(path, manifest)
+  files.write_json(path, manifest)
   logging.info("labels: %s; skipped volumes: %s", labels, skipped)
-
-
-def shard_paths(workdir: str, split: str) -> list[str]:
-  """The complete, non-empty shards of one split of a make_fractures workdir (sorted).
-
-  Raises:
-    ValueError: an unknown split. FileNotFoundError: no such shard (names what to run).
-  """
-  if split not in data.SPLITS:
-    raise ValueError(f"split {split!r}; allowed: {', '.join(data.SPLITS)}")
-  paths = [p for p in sorted(glob.glob(os.path.join(workdir, split, "*.array_record")))
-           if _num_records(p) > 0]
-  if not paths:
-    raise FileNotFoundError(f"no complete shards in {os.path.join(workdir, split)}: run "
-                            "python -m jaxcorr.main --config=configs/make_fractures.py "
-                            f"--workdir={workdir} first")
-  return paths
-
-
-def decode(record: bytes) -> dict:
-  """One record as the dict of the module docstring (NumPy arrays, `volume` and
-  `negative_kind` as str)."""
-  sample = records.decode(record)
-  sample["label"] = np.int32(sample["label"])
-  sample["visible"] = np.asarray(sample["visible"], np.uint8)
-  return sample

@@ -31,9 +31,9 @@ import jax
 import numpy as np
 from absl import logging
 
-from jaxcorr.data import appearance, samples
-from jaxcorr.jobs import common, data
-from jaxcorr.labels import pair_indices
+from jaxcorr.core import files
+from jaxcorr.data import appearance, from_config, samples, splits as splits_lib
+from jaxcorr.projection.labels import pair_indices
 from jaxcorr.xray import io as xray_io
 
 
@@ -47,7 +47,7 @@ def _upsample(image: np.ndarray, m: int) -> np.ndarray:
       (w * m, h * m), Image.BILINEAR))
 
 
-def click_points(rng: np.random.Generator, patches: np.ndarray, grid, patch: int,
+def _click_points(rng: np.random.Generator, patches: np.ndarray, grid, patch: int,
                  m: int) -> np.ndarray:
   """Random original-pixel points (x, y) [K, 2] inside the given model patches [K].
 
@@ -60,7 +60,7 @@ def click_points(rng: np.random.Generator, patches: np.ndarray, grid, patch: int
   return np.floor(((q + 0.5) * m - 0.5) * 10) / 10   # 0.1 px, never past the last pixel
 
 
-def sample_pairs(rng, corr: np.ndarray, *, positives: int, negatives: int,
+def _sample_pairs(rng, corr: np.ndarray, *, positives: int, negatives: int,
                  positive_min: float, negative_max: float):
   """[(p, a, b, label)] entries of C [P, L, L] drawn without replacement per pair."""
   out = []
@@ -91,30 +91,30 @@ def _write_study(workdir, study, name, images, corr, recipe_spacing, config, rng
       rel = f"images/{study}/view{n}.png"
       xray_io.write_png(os.path.join(workdir, rel), big, bits=16)
     views.append(rel)
-  common.atomic_save_npy(os.path.join(workdir, "truth", f"{study}.npy"), corr)
+  files.atomic_save_npy(os.path.join(workdir, "truth", f"{study}.npy"), corr)
   k = config.labels.patch
   grid = (images.shape[1] // k, images.shape[2] // k)
   pairs = pair_indices(len(images))
-  entries = sample_pairs(rng, corr, positives=s.positives, negatives=s.negatives,
+  entries = _sample_pairs(rng, corr, positives=s.positives, negatives=s.negatives,
                          positive_min=s.positive_min, negative_max=s.negative_max)
   clicks = []
   for p, a, b, label in entries:
     i, j = (int(v) for v in pairs[p])
-    pa = click_points(rng, np.array([a]), grid, k, m)[0]
-    pb = click_points(rng, np.array([b]), grid, k, m)[0]
+    pa = _click_points(rng, np.array([a]), grid, k, m)[0]
+    pb = _click_points(rng, np.array([b]), grid, k, m)[0]
     clicks.append({"a": [i, float(pa[0]), float(pa[1])], "b": [j, float(pb[0]), float(pb[1])],
                    "label": label})
   line = {"study": study, "patient": os.path.basename(name), "body_part": s.body_part,
           "views": views, "pairs": clicks}
-  common.atomic_write_text(os.path.join(workdir, "studies", f"{study}.json"), json.dumps(line))
+  files.atomic_write_text(os.path.join(workdir, "studies", f"{study}.json"), json.dumps(line))
 
 
 def run(config, workdir: str) -> None:
-  common.prepare_workdir(config, workdir)
+  files.prepare_workdir(config, workdir)
   for sub in ("images", "truth", "studies"):
     os.makedirs(os.path.join(workdir, sub), exist_ok=True)
-  names = data.list_volumes(config)
-  framing = data.framing(config)
+  names = splits_lib.list_volumes(config)
+  framing = from_config.framing(config)
   look = appearance.REALISTIC
   done = 0
   for v, name in enumerate(names):
@@ -124,9 +124,9 @@ def run(config, workdir: str) -> None:
             if not os.path.exists(os.path.join(workdir, "studies", f"{s}.json"))]
     if not todo:
       continue
-    bank = data.build_bank([name], config)
+    bank = from_config.build_bank([name], config)
     dev = samples.bank_arrays(bank)
-    maker = data.recipe_maker(config, bank)
+    maker = from_config.recipe_maker(config, bank)
     for t, study in enumerate(studies):
       if study not in todo:
         continue
@@ -137,22 +137,22 @@ def run(config, workdir: str) -> None:
                                          threshold=config.labels.threshold)
       images = np.asarray(_look(lines[0], look, jax.random.key(int(recipe["seed"]))))
       corr = corr[0]
-      spacing = float(framing_spacing(recipe, bank, framing))
+      spacing = float(_framing_spacing(recipe, bank, framing))
       _write_study(workdir, study, name, images, np.asarray(corr, np.float32), spacing, config,
                    rng)
       done += 1
     logging.info("volume %d/%d (%s): %d studies", v + 1, len(names), name, len(studies))
-  lines = [common.read_json(p) for p in sorted(glob.glob(os.path.join(workdir, "studies",
+  lines = [files.read_json(p) for p in sorted(glob.glob(os.path.join(workdir, "studies",
                                                                      "*.json")))]
-  common.atomic_write_text(os.path.join(workdir, "annotations.jsonl"),
+  files.atomic_write_text(os.path.join(workdir, "annotations.jsonl"),
                            "".join(json.dumps(line) + "\n" for line in lines))
   logging.info("%d new studies; %d in %s", done, len(lines),
                os.path.join(workdir, "annotations.jsonl"))
 
 
-def framing_spacing(recipe, bank, framing) -> float:
+def _framing_spacing(recipe, bank, framing) -> float:
   """Detector pixel spacing (mm) of view 0 of a recipe (its magnified field of view)."""
-  from jaxcorr import geometry  # pylint: disable=import-outside-toplevel
+  from jaxcorr.projection import geometry  # pylint: disable=import-outside-toplevel
   h, w = framing.detector_size
   sdd = float(recipe["sdd"][0])
   sid = float(recipe["sid"][0])

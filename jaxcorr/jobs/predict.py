@@ -28,16 +28,16 @@ import os
 import numpy as np
 from absl import logging
 
-from jaxcorr import match_figure, viewer
+from jaxcorr.core import files
 from jaxcorr.inference import export as export_lib
 from jaxcorr.inference.predictor import Predictor
-from jaxcorr.jobs import common
-from jaxcorr.labels import pair_indices
+from jaxcorr.pictures import match_figure, viewer
+from jaxcorr.projection.labels import pair_indices
 
 PREVIEW = 768   # longest side of the display images in predict.png and viewer.html
 
 
-def read_study_list(path: str) -> list[tuple[str, list[str]]]:
+def _read_study_list(path: str) -> list[tuple[str, list[str]]]:
   """[(study_id, [view paths])] of a list file (see the module docstring)."""
   if not os.path.exists(path):
     raise FileNotFoundError(f"config.studies={path!r}: no such file")
@@ -63,7 +63,7 @@ def _studies(config) -> list[tuple[str, list[str]]]:
   if config.studies and views:
     raise ValueError("give either config.views (one study) or config.studies (a list file)")
   if config.studies:
-    return read_study_list(config.studies)
+    return _read_study_list(config.studies)
   if not views:
     raise ValueError("no input: set --config.views=\"('a.dcm','b.png')\" (one study) or "
                      "--config.studies=LIST.csv")
@@ -81,12 +81,12 @@ def _display(image: np.ndarray) -> np.ndarray:
   return np.asarray(img)
 
 
-def write_outputs(out_dir: str, predictor: Predictor, views, prepared, corr, config) -> None:
+def _write_outputs(out_dir: str, predictor: Predictor, views, prepared, corr, config) -> None:
   """Every output of one study (see the module docstring)."""
   os.makedirs(out_dir, exist_ok=True)
   n = len(prepared.boxes)
   pairs = [tuple(int(v) for v in p) for p in pair_indices(n)]
-  common.atomic_save_npy(os.path.join(out_dir, "corr.npy"), corr.astype(np.float32))
+  files.atomic_save_npy(os.path.join(out_dir, "corr.npy"), corr.astype(np.float32))
   matches = predictor.matches(corr, prepared.boxes, threshold=config.threshold,
                               top_k=config.top_k)
   text = io_lib.StringIO()
@@ -102,7 +102,7 @@ def write_outputs(out_dir: str, predictor: Predictor, views, prepared, corr, con
             float(v) for v in prepared.boxes[m[f"view_{side}"]].to_mm(
                 (m[f"x_{side}"], m[f"y_{side}"]), spacing))
     w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in m.items()})
-  common.atomic_write_text(os.path.join(out_dir, "matches.csv"), text.getvalue())
+  files.atomic_write_text(os.path.join(out_dir, "matches.csv"), text.getvalue())
   displays = [_display(o) for o in prepared.originals]
   rects = [viewer.patch_rects(predictor.grid, predictor.patch, b.scale, tuple(b.offset),
                               b.shape, d.shape) for b, d in zip(prepared.boxes, displays)]
@@ -113,7 +113,7 @@ def write_outputs(out_dir: str, predictor: Predictor, views, prepared, corr, con
                                  list(corr), pairs, top_k=min(config.top_k, 30), titles=titles)
   viewer.write_viewer(os.path.join(out_dir, "viewer.html"), displays, rects, list(corr), pairs,
                       threshold=config.threshold, titles=titles, pixel_coords=centres)
-  common.write_json(os.path.join(out_dir, "study.json"), {
+  files.write_json(os.path.join(out_dir, "study.json"), {
       "views": [str(v) for v in views], "letterboxes": [b.to_dict() for b in prepared.boxes],
       "spacings": [list(s) if s is not None else None for s in prepared.spacings],
       "pairs": pairs, "grid": list(predictor.grid), "patch": predictor.patch,
@@ -121,7 +121,7 @@ def write_outputs(out_dir: str, predictor: Predictor, views, prepared, corr, con
 
 
 def run(config, workdir: str) -> None:
-  common.prepare_workdir(config, workdir)
+  files.prepare_workdir(config, workdir)
   if not config.checkpoint:
     raise ValueError("config.checkpoint is empty: give a pretraining or fine-tuning workdir, "
                      "e.g. --config.checkpoint=/tmp/jaxcorr_pretrain")
@@ -144,12 +144,12 @@ def run(config, workdir: str) -> None:
         raise
       continue
     corr = predictor.predict_images(prepared.images[None])[0]
-    write_outputs(out_dir, predictor, views, prepared, corr, config)
+    _write_outputs(out_dir, predictor, views, prepared, corr, config)
     status.append((study_id, "ok", f"{len(views)} views"))
     logging.info("study %s: outputs in %s", study_id, out_dir)
   text = io_lib.StringIO()
   csv.writer(text).writerows([("study", "status", "message"), *status])
-  common.atomic_write_text(os.path.join(workdir, "studies.csv"), text.getvalue())
+  files.atomic_write_text(os.path.join(workdir, "studies.csv"), text.getvalue())
   if config.export:
     path = export_lib.export(predictor, os.path.join(workdir, "export"),
                              n_views=len(studies[0][1]))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from absl import logging
 
-from jaxcorr.jobs import common
+
+from jaxcorr.core import files, sharding
 from jaxcorr.tasks import correspondence
-from jaxcorr.train import loop, sharding
+from jaxcorr.train import loop
 
 
 def run(config, workdir: str) -> None:
-  common.prepare_workdir(config, workdir)
+  files.prepare_workdir(config, workdir)
   mesh = sharding.make_mesh(config.mesh.num_devices)
   task = correspondence.CorrespondenceTask(config, workdir, mesh)
   result = loop.train_and_evaluate(config, workdir, task, mesh)

@@ -17,17 +17,19 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from jaxcorr import drr, geometry, labels, viz
-from jaxcorr.jobs import common
+from jaxcorr.core import files
+from jaxcorr.data import from_config
+from jaxcorr.pictures import viz
+from jaxcorr.projection import drr, geometry, labels
 
 
 def run(config, workdir: str) -> None:
-  common.prepare_workdir(config, workdir)
-  dtype = common.check_choice("drr.dtype", config.drr.dtype)
-  method = common.check_choice("drr.method", config.drr.method)
-  vol = common.load_volume(config.ct)
-  mu = common.intensity_volume(vol.data, config.intensity)
-  views, (height, width) = common.make_views(config.geometry, vol)
+  files.prepare_workdir(config, workdir)
+  dtype = from_config.check_choice("drr.dtype", config.drr.dtype)
+  method = from_config.check_choice("drr.method", config.drr.method)
+  vol = from_config.load_volume(config.ct)
+  mu = from_config.intensity_volume(vol.data, config.intensity)
+  views, (height, width) = from_config.make_views(config.geometry, vol)
   logging.info("volume %s from %s, spacing %.3f mm; %d views of %dx%d on %s", vol.shape,
                vol.source, vol.spacing[0], views.source.shape[0], height, width,
                jax.devices()[0].platform)
@@ -39,8 +41,8 @@ def run(config, workdir: str) -> None:
   logging.info("rendered in %.2f s (compilation included)", time.perf_counter() - t0)
   if not np.all(np.isfinite(images)):
     raise FloatingPointError("render produced non-finite pixels; check the CT and geometry")
-  common.atomic_save_npy(os.path.join(workdir, "drr.npy"), images.astype(np.float32))
-  common.write_json(os.path.join(workdir, "geometry.json"), _geometry_record(config, views))
+  files.atomic_save_npy(os.path.join(workdir, "drr.npy"), images.astype(np.float32))
+  files.write_json(os.path.join(workdir, "geometry.json"), _geometry_record(config, views))
   if config.png:
     for n, image in enumerate(images):
       viz.save_radiograph(os.path.join(workdir, f"drr_{n}.png"), image,
@@ -52,13 +54,13 @@ def run(config, workdir: str) -> None:
 
 def _write_labels(config, workdir, vol, views, images) -> None:
   lab = config.labels
-  weights = common.intensity_volume(vol.data, lab.intensity)
+  weights = from_config.intensity_volume(vol.data, lab.intensity)
   height, width = images.shape[1:]
   corr = labels.correspondence_from_volume(
       weights, vol.origin, vol.spacing, views, height=height, width=width, k=lab.patch,
       pooling=lab.pooling, threshold=lab.threshold, method=lab.method)
   corr = np.asarray(corr)
-  common.atomic_save_npy(os.path.join(workdir, "corr.npy"), corr.astype(np.float32))
+  files.atomic_save_npy(os.path.join(workdir, "corr.npy"), corr.astype(np.float32))
   if config.png:
     for p, (i, j) in enumerate(labels.pair_indices(len(images))):
       fig = viz.correspondence_figure(

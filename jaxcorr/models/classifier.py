@@ -59,10 +59,10 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxcorr.models import guidance as guidance_lib
-from jaxcorr.models import vit as vit_lib
-from jaxcorr.models.correspondence import INCEPTION_MEAN, INCEPTION_STD, normalise_views
-from jaxcorr.models.transformer import check_choice
+from jaxcorr.core.choices import check_choice
+from jaxcorr.models import guidance as guidance_lib, vit as vit_lib
+from jaxcorr.models.correspondence import (INCEPTION_MEAN, INCEPTION_STD, check_views,
+                                           normalise_views)
 
 Dtype = Any
 FUSIONS = ("single", "late", "early")
@@ -105,15 +105,10 @@ class FusionClassifier(nn.Module):
       (logits [B] float32, or [B, num_classes] when num_classes > 1; aux, see the module
       docstring).
     """
-    check_choice(self.fusion, FUSIONS, "fusion")
-    check_choice(self.guidance, GUIDANCES, "guidance")
-    check_choice(self.vit, tuple(vit_lib.VITS), "vit")
-    check_choice(self.in_channels, (1, 3), "in_channels")
-    if views.ndim != 5 or views.shape[-1] != 1:
-      raise ValueError(f"views must be [B, N, H, W, 1], got shape {views.shape}.")
-    b, n, height, width, _ = views.shape
-    if n > self.max_views:
-      raise ValueError(f"{n} views exceed max_views={self.max_views}.")
+    check_choice("fusion", self.fusion, FUSIONS)
+    check_choice("guidance", self.guidance, GUIDANCES)
+    check_choice("vit", self.vit, tuple(vit_lib.VITS))
+    b, n, height, width = check_views(views, self.max_views, self.in_channels)
     if self.guidance != "none" and self.fusion != "early":
       raise ValueError(f"guidance={self.guidance!r} biases attention between the views of one "
                        f"sequence and needs fusion='early', not {self.fusion!r}.")

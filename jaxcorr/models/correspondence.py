@@ -8,7 +8,7 @@ normalised with the mean of those statistics (and `convert` sums the RGB filters
 conv, as timm does for grey inputs).
 
 Tokens. Each view's backbone grid h x w = (H / k) x (W / k) is flattened row-major into
-L = h * w tokens (patch a = r * w + c, as in `jaxcorr.labels`) and projected to d_model.
+L = h * w tokens (patch a = r * w + c, as in `jaxcorr.projection.labels`) and projected to d_model.
 Attention variants (`transformer.ATTENTIONS`) add a learned view embedding (view n gets row n of
 a [max_views, d_model] table) and use axial 2D RoPE on the patch coordinates, which are the same
 in every view; 'none' adds neither (tokens never interact).
@@ -34,11 +34,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcorr.labels import pair_indices
-from jaxcorr.models import attention as attn_lib
-from jaxcorr.models import resnet as resnet_lib
-from jaxcorr.models import transformer
-from jaxcorr.models import vit as vit_lib
+from jaxcorr.core.choices import check_choice
+from jaxcorr.models import attention as attn_lib, resnet as resnet_lib, transformer, vit as vit_lib
+from jaxcorr.projection.labels import pair_indices
 
 Dtype = Any
 HEADS = ("cosine", "cosine_squared")
@@ -48,19 +46,23 @@ INCEPTION_MEAN = (0.5, 0.5, 0.5)
 INCEPTION_STD = (0.5, 0.5, 0.5)
 BACKBONES = tuple(resnet_lib.RESNETS) + tuple(vit_lib.VITS)
 
-PRESETS = {
-    "paper": dict(backbone="resnet50", d_model=512, n_layers=8, n_heads=8, mlp_dim=1024),
-    "paper_vit": dict(backbone="vit_s16", d_model=512, n_layers=8, n_heads=8, mlp_dim=1024),
-    "tiny": dict(backbone="resnet_tiny", d_model=64, n_layers=2, n_heads=4, mlp_dim=128),
-}
-
-
 def make_backbone(name: str, dtype: Dtype = jnp.float32, module_name: str = "backbone"):
   """The backbone `name` (one of `BACKBONES`) and its input (mean, std) per RGB channel."""
-  transformer.check_choice(name, BACKBONES, "backbone")
+  check_choice("backbone", name, BACKBONES)
   if name in resnet_lib.RESNETS:
     return resnet_lib.resnet(name, dtype=dtype, name=module_name), IMAGENET_MEAN, IMAGENET_STD
   return vit_lib.vit(name, dtype=dtype, name=module_name), INCEPTION_MEAN, INCEPTION_STD
+
+
+def check_views(views, max_views: int, in_channels: int) -> tuple[int, int, int, int]:
+  """(B, N, H, W) of grey views [B, N, H, W, 1]; a ValueError for another shape, more than
+  `max_views` views or `in_channels` not 1 or 3."""
+  check_choice("in_channels", in_channels, (1, 3))
+  if views.ndim != 5 or views.shape[-1] != 1:
+    raise ValueError(f"views must be [B, N, H, W, 1], got shape {views.shape}.")
+  if views.shape[1] > max_views:
+    raise ValueError(f"{views.shape[1]} views exceed max_views={max_views}.")
+  return tuple(views.shape[:4])
 
 
 def normalise_views(grey, mean, std, in_channels: int):
@@ -87,7 +89,7 @@ def correspondence_scores(tokens: jnp.ndarray, head: str = "cosine",
     [B, P, L, L] float32; [b, p, a, c] compares patch a of view pairs[p, 0] with patch c of
     view pairs[p, 1].
   """
-  transformer.check_choice(head, HEADS, "head")
+  check_choice("head", head, HEADS)
   pairs = pair_indices(tokens.shape[1]) if pairs is None else np.asarray(pairs)
   t = tokens.astype(jnp.float32)
   t = t * jnp.reciprocal(jnp.sqrt(jnp.sum(t * t, axis=-1, keepdims=True)) + 1e-6)
@@ -124,14 +126,9 @@ class CorrespondenceModel(nn.Module):
     Returns:
       (corr [B, P, L, L] float32, aux {'tokens': [B, N, L, d_model] float32}).
     """
-    transformer.check_choice(self.attention, transformer.ATTENTIONS, "attention")
-    transformer.check_choice(self.head, HEADS, "head")
-    transformer.check_choice(self.in_channels, (1, 3), "in_channels")
-    if views.ndim != 5 or views.shape[-1] != 1:
-      raise ValueError(f"views must be [B, N, H, W, 1], got shape {views.shape}.")
-    b, n, height, width, _ = views.shape
-    if n > self.max_views:
-      raise ValueError(f"{n} views exceed max_views={self.max_views}.")
+    check_choice("attention", self.attention, transformer.ATTENTIONS)
+    check_choice("head", self.head, HEADS)
+    b, n, height, width = check_views(views, self.max_views, self.in_channels)
     backbone, mean, std = make_backbone(self.backbone, self.dtype)
     if height % backbone.stride or width % backbone.stride:
       raise ValueError(f"image size {height} x {width} is not a multiple of the backbone "
@@ -152,9 +149,3 @@ class CorrespondenceModel(nn.Module):
                                      tokens, rows, cols, bias=bias)
     tokens = tokens.astype(jnp.float32)
     return correspondence_scores(tokens, self.head), {"tokens": tokens}
-
-
-def from_preset(name: str, **overrides) -> CorrespondenceModel:
-  """The model of preset `name` (one of `PRESETS`), with fields overridden by keyword."""
-  transformer.check_choice(name, tuple(PRESETS), "model preset")
-  return CorrespondenceModel(**{**PRESETS[name], **overrides})

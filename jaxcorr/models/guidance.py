@@ -1,7 +1,7 @@
 """Attention guidance: patch correspondences between views as an additive attention-logit bias.
 
 Notation. N views of L = h * w patch tokens each (row-major, patch a = r * w + c, as in
-`jaxcorr.labels`); P = N (N - 1) / 2 view pairs (i, j), i < j, in the row-major order of
+`jaxcorr.projection.labels`); P = N (N - 1) / 2 view pairs (i, j), i < j, in the row-major order of
 `labels.pair_indices`: (0, 1), (0, 2), ..., (0, N-1), (1, 2), ...; C_ij [L, L] their
 correspondences, C_ij[a, b] of patch a of view i with patch b of view j (what the correspondence
 model predicts, or the labels). H heads.

@@ -24,8 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcorr.labels import pair_indices
 from jaxcorr.models import correspondence
+from jaxcorr.projection.labels import pair_indices
 
 Dtype = Any
 

@@ -15,6 +15,8 @@ averages. Norms run in float32; convolutions in the compute `dtype`; params are 
 
 from __future__ import annotations
 
+from jaxcorr.core.choices import check_choice
+
 import functools
 from typing import Any, Sequence
 
@@ -104,6 +106,5 @@ class ResNet(nn.Module):
 
 def resnet(variant: str, **kwargs) -> ResNet:
   """The ResNet `variant` of `RESNETS`, with extra fields (e.g. dtype, name)."""
-  if variant not in RESNETS:
-    raise ValueError(f"Unknown ResNet {variant!r}; allowed: {', '.join(map(repr, RESNETS))}.")
+  check_choice("ResNet variant", variant, RESNETS)
   return ResNet(**RESNETS[variant], **kwargs)

@@ -31,16 +31,13 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcorr.core.choices import check_choice
 from jaxcorr.models import attention as attn_lib
 
 ATTENTIONS = ("none", "superglue", "loftr", "transformer_mp", "transformer")
 Dtype = Any
 
 
-def check_choice(value, allowed, name):
-  """Raises a ValueError naming the allowed values when `value` is not one of them."""
-  if value not in allowed:
-    raise ValueError(f"Unknown {name} {value!r}; allowed: {', '.join(map(repr, allowed))}.")
 
 
 class Mlp(nn.Module):
@@ -75,7 +72,7 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(self, x, context=None, *, q_pos=None, kv_pos=None, bias=None, mask=None):
-    check_choice(self.kind, ("softmax", "linear"), "attention kind")
+    check_choice("attention kind", self.kind, ("softmax", "linear"))
     context = x if context is None else context
     width = x.shape[-1]
     if width % self.num_heads:
@@ -133,7 +130,7 @@ class MessageBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, context, *, q_pos=None, kv_pos=None):
-    check_choice(self.style, ("superglue", "loftr"), "message block style")
+    check_choice("message block style", self.style, ("superglue", "loftr"))
     width = x.shape[-1]
     loftr = self.style == "loftr"
     m = Attention(self.num_heads, kind="linear" if loftr else "softmax", use_bias=not loftr,
@@ -178,7 +175,7 @@ class Encoder(nn.Module):
     Returns:
       [B, N, L, D] tokens.
     """
-    check_choice(self.attention, ATTENTIONS, "attention")
+    check_choice("attention", self.attention, ATTENTIONS)
     if bias is not None and self.attention != "transformer":
       raise ValueError(f"an attention bias needs attention='transformer', not {self.attention!r}.")
     if self.attention == "none":

@@ -27,6 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxcorr.core.choices import check_choice
 from jaxcorr.models.transformer import Block
 
 Dtype = Any
@@ -154,6 +155,5 @@ class ViT(nn.Module):
 
 def vit(variant: str, **kwargs) -> ViT:
   """The ViT `variant` of `VITS`, with extra fields (e.g. dtype, name)."""
-  if variant not in VITS:
-    raise ValueError(f"Unknown ViT {variant!r}; allowed: {', '.join(map(repr, VITS))}.")
+  check_choice("ViT variant", variant, VITS)
   return ViT(**VITS[variant], **kwargs)

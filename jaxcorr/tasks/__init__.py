@@ -1,1 +1,1 @@
-"""Tasks: what the one training loop trains (a `jaxcorr.train.task.Task` each)."""
+"""Tasks: what the one training loop trains (a `jaxcorr.tasks.base.Task` each)."""

@@ -1,7 +1,7 @@
 """Multi-view study classification (the paper's Table 3): a fusion ViT, BCE, AdamW.
 
 Data (`config.studies.source`):
-  'fractures'  the CT-derived fracture benchmark (`jobs.make_fractures` shards in
+  'fractures'  the CT-derived fracture benchmark (`make_fractures` job's shards in
                `config.data.shards`): views are DRR line integrals, normalised per view on the
                device; the exact C of the views rides along for attention guidance.
   'mura'       the MURA layout under `studies.path` (`data.studies.read_mura`): MURA's 'train'
@@ -22,6 +22,7 @@ Evaluation collects the probabilities of a split in order and scores them with
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 
@@ -32,20 +33,47 @@ import numpy as np
 import optax
 from absl import logging
 
-from jaxcorr import classification_metrics as cm
-from jaxcorr.data import pipeline, radiometric, studies as studies_lib
-from jaxcorr.jobs import common
-from jaxcorr.models import classifier, transfer
-from jaxcorr.train import sharding, task as task_lib
+from jaxcorr.core import choices, files, sharding
+from jaxcorr.data import fractures, pipeline, radiometric, records, studies as studies_lib
+from jaxcorr.inference.predictor import Predictor
+from jaxcorr.metrics import classification as cm
+from jaxcorr.models import classifier, transfer, vit as vit_lib
+from jaxcorr.tasks import base as task_lib
 from jaxcorr.xray import io as xray_io, letterbox
 
 SOURCES = ("fractures", "mura", "csv")
 CORR_SOURCES = ("exact", "model", "npy", "none")
 
 
+# The paper's Table-3 rows as config overrides ('{pretrained}' is config.pretrained).
+ROWS = {
+    "single": {"model.fusion": "single", "model.guidance": "none", "init_from": ""},
+    "late": {"model.fusion": "late", "model.guidance": "none", "init_from": ""},
+    "early": {"model.fusion": "early", "model.guidance": "none", "init_from": ""},
+    "early_pretrained": {"model.fusion": "early", "model.guidance": "none",
+                         "init_from": "{pretrained}"},
+    "early_guided": {"model.fusion": "early", "model.guidance": "layer",
+                     "init_from": "{pretrained}"},
+}
+
+
+def apply_row(config, row: str):
+  """A copy of `config` with the settings of Table-3 row `row`."""
+  choices.check_choice("row", row, ROWS)
+  out = copy.deepcopy(config)
+  for key, value in ROWS[row].items():
+    if value == "{pretrained}":
+      if not config.pretrained:
+        raise ValueError(f"row {row!r} starts from correspondence pretraining: set "
+                         "config.pretrained to a pretraining workdir "
+                         "(configs/pretrain.py:tiny_vit or :vit)")
+      value = config.pretrained
+    out.update_from_flattened_dict({key: value})
+  return out
+
+
 def _fracture_sample(record: bytes, with_corr: bool) -> dict:
-  from jaxcorr.jobs import make_fractures  # pylint: disable=import-outside-toplevel
-  r = make_fractures.decode(record)
+  r = fractures.decode(record)
   corr = np.asarray(r["corr"], np.float32) if with_corr else np.zeros((1, 1, 1), np.float32)
   return {"views": np.asarray(r["views"], np.float32), "label": np.float32(r["label"]),
           "corr": corr}
@@ -56,7 +84,7 @@ def corr_path(view_path: str) -> str:
   return os.path.splitext(str(view_path))[0] + ".corr.npy"
 
 
-def _image_sample(study, image_size, with_npy: bool = False) -> dict:
+def _image_sample(study, image_size, patch: int, with_npy: bool = False) -> dict:
   views = []
   for path in study.paths:
     xr = xray_io.read_radiograph(path)
@@ -68,11 +96,11 @@ def _image_sample(study, image_size, with_npy: bool = False) -> dict:
       raise FileNotFoundError(f"study {study.study_id}: {path} is missing; corr.source='npy' "
                               "reads C [P, L, L] beside the first view (or use 'model')")
     n, (h, w) = len(study.paths), image_size
-    want = (n * (n - 1) // 2, (h // 16) * (w // 16), (h // 16) * (w // 16))
+    want = (n * (n - 1) // 2, (h // patch) * (w // patch), (h // patch) * (w // patch))
     corr = np.load(path).astype(np.float32)
     if corr.shape != want:
       raise ValueError(f"{path}: C has shape {corr.shape}, expected {want} for {n} views of "
-                       f"{h} x {w} with 16-pixel patches")
+                       f"{h} x {w} with {patch}-pixel patches")
   return {"views": np.stack(views), "label": np.float32(study.label), "corr": corr}
 
 
@@ -96,15 +124,11 @@ class ClassificationTask(task_lib.Task):
     self.config = config
     self.mesh = mesh
     m = dict(config.model)
-    m["dtype"] = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[m["dtype"]]
+    m["dtype"] = choices.dtype("config.model.dtype", m["dtype"])
     self.model = classifier.FusionClassifier(**m)
     self.image_size = tuple(int(s) for s in config.image_size)
-    if config.studies.source not in SOURCES:
-      raise ValueError(f"config.studies.source={config.studies.source!r}; allowed: "
-                       f"{', '.join(SOURCES)}")
-    if config.corr.source not in CORR_SOURCES:
-      raise ValueError(f"config.corr.source={config.corr.source!r}; allowed: "
-                       f"{', '.join(CORR_SOURCES)}")
+    choices.check_choice("config.studies.source", config.studies.source, SOURCES)
+    choices.check_choice("config.corr.source", config.corr.source, CORR_SOURCES)
     if config.model.guidance != "none" and config.corr.source == "none":
       raise ValueError("config.model.guidance needs a correspondence matrix: set "
                        "config.corr.source to 'exact' (fracture data), 'model' or 'npy'")
@@ -120,7 +144,8 @@ class ClassificationTask(task_lib.Task):
     self._batch_sharding = sharding.batch_sharding(mesh)
     n, (h, w) = config.model.max_views, self.image_size
     self.n_views = n
-    self.grid = (h // 16, w // 16)
+    self.patch = vit_lib.VITS[config.model.vit]["patch"]
+    self.grid = (h // self.patch, w // self.patch)
 
   # Data ------------------------------------------------------------------------------------
 
@@ -130,12 +155,13 @@ class ClassificationTask(task_lib.Task):
     c = self.config
     with_corr = c.corr.source == "exact"
     if c.studies.source == "fractures":
-      from jaxcorr.jobs import make_fractures  # pylint: disable=import-outside-toplevel
-      data = grain.sources.ArrayRecordDataSource(make_fractures.shard_paths(c.data.shards, split))
+      data = grain.sources.ArrayRecordDataSource(
+          records.shard_paths(c.data.shards, split, job="make_fractures"))
       src = _Indexed(lambda i: _fracture_sample(data[i], with_corr), len(data))
     else:
       studies = self._image_studies(split)
-      cache = [_image_sample(s, self.image_size, c.corr.source == "npy") for s in studies]
+      cache = [_image_sample(s, self.image_size, self.patch, c.corr.source == "npy")
+               for s in studies]
       self.study_ids[split] = [s.study_id for s in studies]
       src = _Indexed(lambda i: cache[i], len(cache))
     logging.info("%s: %d studies", split, len(src))
@@ -173,7 +199,6 @@ class ClassificationTask(task_lib.Task):
   @functools.cached_property
   def _corr_model(self):
     """(model, variables) of the frozen correspondence model for corr.source='model'."""
-    from jaxcorr.inference.predictor import Predictor  # pylint: disable=import-outside-toplevel
     p = Predictor.from_checkpoint(self.config.corr.checkpoint)
     if p.image_size != self.image_size:
       raise ValueError(f"config.corr.checkpoint={self.config.corr.checkpoint!r} predicts "
@@ -223,7 +248,7 @@ class ClassificationTask(task_lib.Task):
     params, report = transfer.load_backbone(params, path)
     logging.info("backbone initialised from %s:\n%s", path, report.format())
     if self.workdir:
-      common.write_json(os.path.join(self.workdir, "init_report.json"), report.to_dict())
+      files.write_json(os.path.join(self.workdir, "init_report.json"), report.to_dict())
     return params, model_state
 
   def loss_fn(self, params, model_state, batch, rng, *, train=True):

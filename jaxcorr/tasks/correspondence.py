@@ -1,12 +1,12 @@
 """Correspondence pretraining (paper, section 3.2): predict C between all view pairs, MSE loss.
 
-Data come from the volume bank of each split (`jaxcorr.jobs.data`) rendered on the fly, or from
+Data come from the volume bank of each split (`jaxcorr.data.from_config`) rendered on the fly, or from
 a generate job's shards (`data.mode='offline'`). The loss is the mean squared error between the
 predicted scores and the labels, optionally weighting the rare positive entries (C > 0.2) by
 `loss.pos_weight` (> 1 raises recall at the cost of precision; 1 is the paper's plain MSE).
 Evaluation runs the model (train=False) on a fixed set of validation samples (no augmentation,
 a fixed seed, `eval.batches` batches) and reports MSE, precision, recall and AP
-(`jaxcorr.metrics`).
+(`jaxcorr.metrics.correspondence`).
 """
 
 from __future__ import annotations
@@ -18,28 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from jaxcorr import metrics
-from jaxcorr.data import pipeline, samples
-from jaxcorr.jobs import data
-from jaxcorr.models import correspondence as corr_model, pair_mlp
-from jaxcorr.train import sharding, task as task_lib
-
-
-MODEL_KINDS = ("correspondence", "pair_mlp")
-
-
-def build_model(model_config):
-  """The model of `config.model`: its keys are the model's fields, plus an optional `kind`
-  ('correspondence', the default: `CorrespondenceModel`; 'pair_mlp': the frozen-backbone
-  baseline `PairMLP`). Both map views [B, N, H, W, 1] to (corr [B, P, L, L], aux)."""
-  fields = dict(model_config)
-  kind = fields.pop("kind", "correspondence")
-  if kind not in MODEL_KINDS:
-    raise ValueError(f"config.model.kind={kind!r}; allowed: {', '.join(MODEL_KINDS)}")
-  fields["dtype"] = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[fields["dtype"]]
-  if kind == "pair_mlp":
-    return pair_mlp.PairMLP(**fields)
-  return corr_model.CorrespondenceModel(**fields)
+from jaxcorr.core import sharding
+from jaxcorr.data import from_config, pipeline, records, samples, splits as splits_lib
+from jaxcorr.metrics import correspondence as metrics
+from jaxcorr.models import build
+from jaxcorr.tasks import base as task_lib
 
 
 def mse_loss(pred: jnp.ndarray, target: jnp.ndarray, pos_weight: float = 1.0) -> jnp.ndarray:
@@ -54,16 +37,18 @@ class CorrespondenceTask(task_lib.Task):
   def __init__(self, config, workdir: str, mesh):
     self.config = config
     self.mesh = mesh
-    self.model = build_model(config.model)
+    self.model = build.build_model(config.model)
     self._batch_sharding = sharding.batch_sharding(mesh)
-    self._splits = data.splits(config, workdir) if config.data.mode == "on_the_fly" else None
+    self._splits = (splits_lib.load_or_assign(config, workdir)
+                    if config.data.mode == "on_the_fly" else None)
     self._banks = {}
+    self._train = None
 
   # Data ------------------------------------------------------------------------------------
 
   def _bank(self, split: str):
     if split not in self._banks:
-      bank = data.build_bank(self._splits[split], self.config)
+      bank = from_config.build_bank(self._splits[split], self.config)
       logging.info("%s bank: %d volumes of %s^3", split, len(bank), bank.images.shape[1])
       dev = samples.bank_arrays(bank, self.config.data.volume_dtype)
       dev = jax.device_put(dev, sharding.replicated(self.mesh))
@@ -82,22 +67,28 @@ class CorrespondenceTask(task_lib.Task):
                   prefetch=c.data.prefetch, workers=c.data.workers if train else 0, process_index=jax.process_index(),
                   process_count=jax.process_count())
     if c.data.mode == "offline":
-      ds = pipeline.make_dataset(mode="offline", shards=pipeline.shard_paths(c.data.shards, split),
+      ds = pipeline.make_dataset(mode="offline", shards=records.shard_paths(c.data.shards, split),
                                  **common)
       bank, render = None, False
     else:
       host_bank, bank = self._bank(split)
-      ds = pipeline.make_dataset(mode="on_the_fly", recipe_maker=data.recipe_maker(c, host_bank),
+      ds = pipeline.make_dataset(mode="on_the_fly",
+                                 recipe_maker=from_config.recipe_maker(c, host_bank),
                                  n_volumes=len(host_bank), **common)
       render = True
-    return pipeline.DeviceBatches(ds, bank=bank, framing=data.framing(c),
+    return pipeline.DeviceBatches(ds, bank=bank, framing=from_config.framing(c),
                                   threshold=c.labels.threshold,
-                                  augmentation=data.augmentation(c, train), render=render,
+                                  augmentation=from_config.augmentation(c, train), render=render,
                                   sharding=self._batch_sharding)
 
   def train_batches(self):
-    return self.batches("train", seed=self.config.seed, train=True,
-                         batch_size=self.config.batch_size)
+    self._train = self.batches("train", seed=self.config.seed, train=True,
+                               batch_size=self.config.batch_size)
+    return self._train
+
+  def log_stats(self) -> dict:
+    """The running count of view draws rejected by the coverage check (on the fly only)."""
+    return {} if self._train is None else {"rejected_samples": self._train.rejected}
 
   def batch_spec(self) -> dict:
     c = self.config

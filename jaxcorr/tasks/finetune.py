@@ -23,12 +23,11 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from jaxcorr import metrics
-from jaxcorr.data import pipeline, radiometric, sparse
-from jaxcorr.jobs import common, data as data_lib
-from jaxcorr.models import transfer
-from jaxcorr.tasks import correspondence
-from jaxcorr.train import sharding, task as task_lib
+from jaxcorr.core import files, sharding
+from jaxcorr.data import pipeline, radiometric, sparse, splits as splits_lib
+from jaxcorr.metrics import correspondence as metrics
+from jaxcorr.models import build, transfer
+from jaxcorr.tasks import base as task_lib
 from jaxcorr.xray import annotations as ann_lib
 
 
@@ -36,7 +35,7 @@ def study_splits(studies, fractions, seed: int, workdir: str | None) -> dict[str
   """{split: [study ids]} grouped by patient (or study), saved in / read from the workdir."""
   path = os.path.join(workdir, "splits.json") if workdir else None
   if path and os.path.exists(path):
-    saved = common.read_json(path)
+    saved = files.read_json(path)
     known = {s for part in saved.values() for s in part}
     missing = [s.study for s in studies if s.study not in known]
     if missing:
@@ -45,11 +44,11 @@ def study_splits(studies, fractions, seed: int, workdir: str | None) -> dict[str
     return saved
   group_of = {s.study: (s.patient or s.study) for s in studies}
   groups = sorted(set(group_of.values()))
-  by_group = data_lib.assign_splits(groups, fractions, seed)
+  by_group = splits_lib.assign_splits(groups, fractions, seed)
   split_of = {g: name for name, part in by_group.items() for g in part}
   result = {name: [s for s, g in group_of.items() if split_of[g] == name] for name in by_group}
   if path:
-    common.write_json(path, result)
+    files.write_json(path, result)
   return result
 
 
@@ -59,7 +58,7 @@ class FinetuneTask(task_lib.Task):
   def __init__(self, config, workdir: str | None, mesh):
     self.config = config
     self.mesh = mesh
-    self.model = correspondence.build_model(config.model)
+    self.model = build.build_model(config.model)
     self.image_size = tuple(int(s) for s in config.image_size)
     self.studies = ann_lib.load_annotations(config.annotations)
     self.splits = study_splits(self.studies, config.split, config.seed, workdir)

@@ -5,7 +5,10 @@
       state, metrics = train_step(state, batch, root_key)     (jitted once, state donated)
       every log_every: metrics -> JSONL + TensorBoard; progress line (steps/s, loss, ETA)
       every eval_every and at the end: task.evaluate -> writers; checkpoint (latest + best)
-      every ckpt_every: checkpoint
+      every ckpt.every: checkpoint
+The cadences are derived from `config.steps` when the run starts wherever they are 0 (the
+configs' default), so overriding `steps` keeps ~10 log lines (at most every 50 steps) and
+4 evaluations and checkpoints (`cadences`).
 A non-finite loss stops the run with the step number. Randomness: one root key from
 `config.seed`, folded with the step inside the step.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +25,24 @@ import numpy as np
 import optax
 from absl import logging
 
-from jaxcorr.train import checkpoint, sharding, state as state_lib, writers
+from jaxcorr.core import sharding
+from jaxcorr.train import checkpoint, state as state_lib, writers
+
+
+class Cadences(NamedTuple):
+  """Every how many steps the loop logs, evaluates (and checkpoints) and checkpoints."""
+  log: int
+  eval: int
+  ckpt: int
+
+
+def cadences(config) -> Cadences:
+  """`config.log_every`, `eval_every` and `ckpt.every`, each derived from `config.steps` when 0:
+  a log line every steps/10 (at most 50) steps, 4 evaluations and 4 checkpoints a run."""
+  steps = config.steps
+  return Cadences(log=config.log_every or max(1, min(50, steps // 10)),
+                  eval=config.eval_every or max(1, steps // 4),
+                  ckpt=config.ckpt.every or max(1, steps // 4))
 
 
 def _train_step(task, tx, state, batch, root_key):
@@ -54,6 +75,9 @@ def init_state(task, tx, mesh, *, seed: int, fsdp: bool = False):
 
 def train_and_evaluate(config, workdir: str, task, mesh) -> dict:
   """Trains `task` for config.steps steps; returns the last evaluation's metrics."""
+  if config.steps < 1:
+    raise ValueError(f"config.steps={config.steps}: must be >= 1")
+  every = cadences(config)
   tx = state_lib.make_optimizer(config.optim, config.steps)
   state, shardings = init_state(task, tx, mesh, seed=config.seed, fsdp=config.mesh.fsdp)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
@@ -85,24 +109,24 @@ def train_and_evaluate(config, workdir: str, task, mesh) -> dict:
     for k, v in metrics.items():
       sums[k] = sums.get(k, 0.0) + v
     count += 1
-    if step % config.log_every == 0 or step == config.steps:
+    if step % every.log == 0 or step == config.steps:
       means = {k: float(v) / count for k, v in sums.items()}
       if not np.isfinite(means["loss"]):
         raise FloatingPointError(f"non-finite loss {means['loss']} at step {step}; stopping")
       rate = (step - step_last) / (time.perf_counter() - t_last)
-      rejected = getattr(batches, "rejected", 0)
       writer.write(step, {**{f"train/{k}": v for k, v in means.items()},
-                          "train/steps_per_s": rate, "train/rejected_samples": rejected})
+                          "train/steps_per_s": rate,
+                          **{f"train/{k}": v for k, v in task.log_stats().items()}})
       logging.info("step %d/%d  loss %.5f  %.2f steps/s  ETA %.0f s", step, config.steps,
                    means["loss"], rate, (config.steps - step) / max(rate, 1e-9))
       sums, count, t_last, step_last = {}, 0, time.perf_counter(), step
-    if step % config.eval_every == 0 or step == config.steps:
+    if step % every.eval == 0 or step == config.steps:
       last_eval = task.evaluate(state.params, state.model_state)
       writer.write(step, {f"eval/{k}": v for k, v in last_eval.items()})
       logging.info("eval at step %d: %s", step,
                    ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
       ckpt.save(step, state, batches.get_state(), last_eval)
-    elif step % config.ckpt.every == 0 or step == stop:
+    elif step % every.ckpt == 0 or step == stop:
       ckpt.save(step, state, batches.get_state())
   ckpt.wait()
   ckpt.close()

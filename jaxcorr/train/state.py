@@ -39,10 +39,12 @@ def learning_rate_schedule(*, learning_rate: float, total_steps: int, warmup_ste
 def make_optimizer(optim_config, total_steps: int) -> optax.GradientTransformation:
   """Adam (the paper's) with the schedule above and optional global-norm clipping; AdamW
   (decoupled weight decay on matrices and kernels, not on biases, norms or embeddings' 1D
-  vectors) when `weight_decay` > 0, as the classifier uses."""
+  vectors) when `weight_decay` > 0, as the classifier uses. The warmup is `warmup_steps`, or
+  when that is 0 the fraction `warmup_fraction` of `total_steps` (so it follows `steps`)."""
+  warmup = (optim_config.warmup_steps
+            or int(optim_config.get("warmup_fraction", 0.0) * total_steps))
   schedule = learning_rate_schedule(learning_rate=optim_config.learning_rate,
-                                    total_steps=total_steps,
-                                    warmup_steps=optim_config.warmup_steps,
+                                    total_steps=total_steps, warmup_steps=warmup,
                                     end_fraction=optim_config.end_fraction)
   chain = []
   if optim_config.clip_norm > 0:

@@ -14,7 +14,7 @@ study per line (blank lines are skipped), each an object with
 
 Patch labels (`patch_pairs`). The model sees N views (slots 0..N-1) and scores the view pairs
 (i, j), i < j, in the order (0, 1), (0, 2), ..., (0, N-1), (1, 2), ... (`pair_indices`, the
-order of `jaxcorr.labels`); pair p's scores are [L, L], rows the patches of view i, columns
+order of `jaxcorr.projection.labels`); pair p's scores are [L, L], rows the patches of view i, columns
 those of view j, patches flat row-major. A point pair becomes (p, row patch, column patch,
 label) after mapping both points through their view's `Letterbox`; a pair whose a is in the
 later view is swapped. Dropped and counted: pairs touching a view not among the N slots
@@ -78,7 +78,7 @@ class Study:
 
 
 def pair_indices(n: int) -> np.ndarray:
-  """[P, 2] int32 view pairs (0, 1), (0, 2), ..., (1, 2), ...: `jaxcorr.labels`' order."""
+  """[P, 2] int32 view pairs (0, 1), (0, 2), ..., (1, 2), ...: `jaxcorr.projection.labels`' order."""
   return np.asarray(list(itertools.combinations(range(int(n)), 2)), np.int32).reshape(-1, 2)
 
 
@@ -326,7 +326,7 @@ class PatchPairs:
 
   def dense(self) -> tuple[np.ndarray, np.ndarray]:
     """(target float32 [P, L, L], mask bool [P, L, L]): the labels where annotated, 0 elsewhere,
-    and where they are; the layout of the model's scores and of `jaxcorr.labels`' C."""
+    and where they are; the layout of the model's scores and of `jaxcorr.projection.labels`' C."""
     shape = (len(pair_indices(self.n_views)), self.n_patches, self.n_patches)
     target, mask = np.zeros(shape, np.float32), np.zeros(shape, bool)
     target[self.pair, self.row, self.col] = self.label

@@ -10,7 +10,7 @@ Notation.
              `geometry.coarsen(views, k)`: an h x w detector (h = H / k, w = W / k) whose pixel
              (r, c) is the centre of the k x k patch (r, c).
   L          h * w patches per view, flattened row-major (index r * w + c), as DRR images are.
-  p_i^v      [L] the Joseph projection (`jaxcorr.drr`) onto view i's patch grid of the coarse
+  p_i^v      [L] the Joseph projection (`jaxcorr.projection.drr`) onto view i's patch grid of the coarse
              volume that holds 1 in voxel v and 0 elsewhere (column v of the system matrix A_i),
              min-max normalised over the L patches: (p - min) / (max - min); a constant
              footprint (all zero, i.e. v is not seen, or, on tiny grids, equal everywhere) -> 0.
@@ -59,8 +59,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcorr import drr
-from jaxcorr.geometry import Views, coarsen
+from jaxcorr.core.choices import check_choice
+from jaxcorr.projection import drr
+from jaxcorr.projection.geometry import coarsen, Views
 
 POOLINGS = ("mean", "max")
 METHODS = ("sparse", "dense")
@@ -79,9 +80,6 @@ def pair_indices(n: int) -> np.ndarray:
   return np.asarray(pairs, np.int32).reshape(-1, 2)
 
 
-def _check_choice(value, allowed, name):
-  if value not in allowed:
-    raise ValueError(f"Unknown {name} {value!r}; allowed: {', '.join(map(repr, allowed))}.")
 
 
 def pool_weights(intensity: jnp.ndarray, k: int = DEFAULT_K, pooling: str = "mean") -> jnp.ndarray:
@@ -100,7 +98,7 @@ def pool_weights(intensity: jnp.ndarray, k: int = DEFAULT_K, pooling: str = "mea
   Returns:
     float32 [ceil(X / k), ceil(Y / k), ceil(Z / k)].
   """
-  _check_choice(pooling, POOLINGS, "pooling")
+  check_choice("pooling", pooling, POOLINGS)
   x = jnp.asarray(intensity, jnp.float32)
   if x.ndim != 3:
     raise ValueError(f"intensity must be [X, Y, Z], got shape {x.shape}")
@@ -133,18 +131,9 @@ def _footprints(dims, origin, spacing, views: Views, h: int, w: int):
       samples outside the volume or masked.
     val: float32 [N, L, S] their system-matrix weights (0 where idx == V).
   """
-  lo = drr._PAD[0]  # pylint: disable=protected-access
-  padded = tuple(d + sum(drr._PAD) for d in dims)  # pylint: disable=protected-access
-  strides = np.array([padded[1] * padded[2], padded[2], 1], np.int32)
-  spacing = jnp.asarray(spacing, jnp.float32)
-  origin = jnp.asarray(origin, jnp.float32)
-  targets = views.pixel_centers(h, w)                                  # [N, h, w, 3]
-  n = targets.shape[0]
-  sources = jnp.broadcast_to(views.source[:, None, None, :], targets.shape)
-  s_idx = ((sources - origin) / spacing).reshape(-1, 3)
-  q_idx = ((targets - origin) / spacing).reshape(-1, 3)
-  flat, val = jax.vmap(functools.partial(drr.ray_samples, dims, strides, spacing))(s_idx, q_idx)
-  ijk = [flat // strides[0] - lo, flat // strides[1] % padded[1] - lo, flat % padded[2] - lo]
+  n = views.source.shape[0]
+  flat, val = drr.pixel_samples(dims, origin, spacing, views, height=h, width=w)
+  ijk = [c - drr.PAD[0] for c in jnp.unravel_index(flat, drr.padded_shape(dims))]
   inside = (val > 0)
   for a in range(3):
     inside &= (ijk[a] >= 0) & (ijk[a] < dims[a])
@@ -312,7 +301,7 @@ def correspondence(weights_coarse: jnp.ndarray, coarse_origin, coarse_spacing, v
     ValueError: a detector size not divisible by k, an unknown method, or (check=True, raised as
       a JaxRuntimeError carrying the message under jit) a footprint wider than the window.
   """
-  _check_choice(method, METHODS, "method")
+  check_choice("method", method, METHODS)
   h, w = _patch_grid(height, width, k)
   dims = tuple(int(d) for d in weights_coarse.shape)
   n_vox = int(np.prod(dims))

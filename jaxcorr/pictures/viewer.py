@@ -57,7 +57,8 @@ from PIL import Image
 def _page() -> str:
   """The page template (viewer_page.html, shipped with the package): HTML, style and script,
   with the placeholder __DATA__ for the JSON payload."""
-  return importlib.resources.files("jaxcorr").joinpath("viewer_page.html").read_text("utf-8")
+  page = importlib.resources.files("jaxcorr.pictures").joinpath("viewer_page.html")
+  return page.read_text("utf-8")
 
 
 def patch_rects(grid: tuple[int, int], patch: int, scale: float, offset: tuple[float, float],

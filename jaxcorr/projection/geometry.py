@@ -69,6 +69,8 @@ ArrayLike = jnp.ndarray | float | Sequence[float]
 # `transform_views(views, LPS_FROM_IEC)` turns an RTK orbit into one about the patient's
 # long axis (world z), with gantry 0 placing the source anterior.
 LPS_FROM_IEC = ((1.0, 0.0, 0.0), (0.0, 0.0, -1.0), (0.0, 1.0, 0.0))
+# The orbits a config can name: 'rtk' (about world +y, as RTK) | 'patient' (LPS_FROM_IEC).
+ORBITS = ("rtk", "patient")
 
 
 class Views(NamedTuple):

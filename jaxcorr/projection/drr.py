@@ -30,7 +30,7 @@ Two ways to walk the sum, with the same result up to float32 rounding:
   clipped    (the default) each ray reads only the planes where it crosses the box of the
              voxels that differ from the background (`content_box`; the background, the
              corners' common value, is summed in closed form), in tiles of neighbouring rays
-             sorted by length (`jaxcorr.ray_march`). On CTs padded to a cube with air this
+             sorted by length (`jaxcorr.projection.ray_march`). On CTs padded to a cube with air this
              skips most of the samples (95% for a 256^3 pelvis CT), whatever the intensity
              model. Its derivatives are the dense ones.
 Accumulation is float32 whatever the volume's dtype (bfloat16 halves its memory and gather
@@ -45,14 +45,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcorr import ray_march
-from jaxcorr.geometry import Views
+from jaxcorr.projection import ray_march
+from jaxcorr.projection.geometry import Views
 
 # For each dominant axis a, the two other axes (b, c) in increasing order.
 _OTHER_AXES = np.array([[1, 2], [0, 2], [0, 1]], np.int32)
 # Padding of the flattened volume: one zero plane before each axis, two after, so every
 # bilinear neighbour of a coordinate clipped to [-1, n] is a valid (zero) index.
-_PAD = PAD = ray_march.PAD
+PAD = ray_march.PAD
 
 
 def pad(volume: jnp.ndarray) -> jnp.ndarray:
@@ -62,16 +62,32 @@ def pad(volume: jnp.ndarray) -> jnp.ndarray:
   is rendered many times (a training bank), since padding a 256^3 volume costs about as much
   as rendering a view on a CPU.
   """
-  return jnp.pad(volume, [_PAD] * 3)
+  return jnp.pad(volume, [PAD] * 3)
+
+
+def padded_shape(dims) -> tuple[int, int, int]:
+  """The shape of a volume of shape `dims` with the projector's zero border (`pad`)."""
+  return tuple(int(d) + sum(PAD) for d in dims)
+
+
+def padded_strides(dims) -> np.ndarray:
+  """int32 (3,) row-major strides of the padded volume of unpadded shape `dims`: the flat index
+  of padded voxel (i, j, k) is i * s[0] + j * s[1] + k."""
+  shape = padded_shape(dims)
+  return np.array([shape[1] * shape[2], shape[2], 1], np.int32)
+
+
+def pixel_rays(views: Views, height: int, width: int):
+  """(sources, targets), each [N, H, W, 3] world mm: the ray of every detector pixel."""
+  targets = views.pixel_centers(height, width)
+  return jnp.broadcast_to(views.source[:, None, None, :], targets.shape), targets
 
 
 def _padded_flat(volume: jnp.ndarray, padded: bool = False):
   """(flat padded volume, strides of the padded array, unpadded dims)."""
   padded_volume = volume if padded else pad(volume)
-  shape = np.asarray(padded_volume.shape, np.int64)
-  strides = np.array([shape[1] * shape[2], shape[2], 1], np.int32)
-  dims = tuple(int(n) - sum(_PAD) for n in shape)
-  return padded_volume.reshape(-1), strides, dims
+  dims = tuple(int(n) - sum(PAD) for n in padded_volume.shape)
+  return padded_volume.reshape(-1), padded_strides(dims), dims
 
 
 def _ray_setup(dims, strides, spacing, s, q):
@@ -92,9 +108,9 @@ def _ray_setup(dims, strides, spacing, s, q):
   x_bc = jnp.clip(x_bc, -1.0, dims_arr[bc][None, :])
   i_bc = jnp.floor(x_bc)
   f_bc = x_bc - i_bc
-  i_bc = i_bc.astype(jnp.int32) + _PAD[0]
+  i_bc = i_bc.astype(jnp.int32) + PAD[0]
   st = jnp.asarray(strides)
-  base = (m.astype(jnp.int32) + _PAD[0]) * st[a] + i_bc[:, 0] * st[bc[0]] + i_bc[:, 1] * st[bc[1]]
+  base = (m.astype(jnp.int32) + PAD[0]) * st[a] + i_bc[:, 0] * st[bc[0]] + i_bc[:, 1] * st[bc[1]]
   base = jnp.where(valid, base, 0)  # masked samples read the (zero) first element
   step_mm = jnp.linalg.norm(d * spacing) / jnp.abs(d_a)
   return base, st[bc[0]], st[bc[1]], f_bc[:, 0], f_bc[:, 1], valid, step_mm
@@ -193,7 +209,7 @@ def project_rays(volume: jnp.ndarray, origin: jnp.ndarray, spacing: jnp.ndarray,
     padded: `volume` is already `pad(volume)` (origin and spacing still describe the
       unpadded grid).
     method: 'clipped' (default) walks each ray only through the planes of `box`
-      (`jaxcorr.ray_march`); 'dense' walks every ray through max(X, Y, Z) planes. Both give
+      (`jaxcorr.projection.ray_march`); 'dense' walks every ray through max(X, Y, Z) planes. Both give
       the same sum; derivatives always come from the dense formulation.
     box: int32 [2, 3] voxel box (rows lo, hi) outside which every voxel equals the
       background (the 8 corner voxels' common value, else 0: the air around the patient),
@@ -214,7 +230,7 @@ def project_rays(volume: jnp.ndarray, origin: jnp.ndarray, spacing: jnp.ndarray,
   if method == "dense":
     return _dense_rays(flat, dims, strides, spacing, s_idx, q_idx,
                        _DENSE_CHUNK if batch_size is None else batch_size)
-  padded_volume = flat.reshape(tuple(d + sum(_PAD) for d in dims))
+  padded_volume = flat.reshape(tuple(d + sum(PAD) for d in dims))
   if box is None:
     box = ray_march.content_box(padded_volume)
   return _clipped_rays(flat, dims, tuple(int(x) for x in strides), spacing, s_idx, q_idx,
@@ -225,7 +241,7 @@ def project_rays(volume: jnp.ndarray, origin: jnp.ndarray, spacing: jnp.ndarray,
 def content_box(volume: jnp.ndarray, *, padded: bool = False) -> jnp.ndarray:
   """int32 [2, 3]: the box (rows lo, hi, voxel indices) of the voxels of `volume` that differ
   from its background (the 8 corner voxels' common value, else 0), for
-  `project(..., box=...)`; see `jaxcorr.ray_march.content_box`."""
+  `project(..., box=...)`; see `jaxcorr.projection.ray_march.content_box`."""
   return ray_march.content_box(volume if padded else pad(volume))
 
 
@@ -271,9 +287,8 @@ def project(volume: jnp.ndarray, origin: jnp.ndarray, spacing: jnp.ndarray, view
   Returns:
     [N, H, W] float32 line integrals, rows and columns in RTK's projection array order.
   """
-  targets = views.pixel_centers(height, width)                         # [N, H, W, 3]
+  sources, targets = pixel_rays(views, height, width)                  # [N, H, W, 3]
   n = targets.shape[0]
-  sources = jnp.broadcast_to(views.source[:, None, None, :], targets.shape)
   if method != "clipped":
     out = project_rays(volume, origin, spacing, sources.reshape(-1, 3), targets.reshape(-1, 3),
                        batch_size=batch_size, padded=padded, method=method)
@@ -293,6 +308,25 @@ def project_jit(volume, origin, spacing, views, *, height, width, batch_size=Non
                  batch_size=batch_size, padded=padded, method=method, box=box)
 
 
+def pixel_samples(dims: tuple[int, int, int], origin: jnp.ndarray, spacing: jnp.ndarray,
+                  views: Views, *, height: int, width: int):
+  """Joseph's samples of every pixel ray of `views`: the non-zeros of the system matrix.
+
+  Args: as `system_matrix`.
+
+  Returns:
+    idx: int32 [N * H * W, S] flat indices into the padded volume (`padded_strides`).
+    weight: float32 [N * H * W, S] their weights (mm of ray per sample, bilinear share).
+  """
+  spacing = jnp.asarray(spacing, jnp.float32)
+  origin = jnp.asarray(origin, jnp.float32)
+  sources, targets = pixel_rays(views, height, width)
+  s_idx = ((sources - origin) / spacing).reshape(-1, 3)
+  q_idx = ((targets - origin) / spacing).reshape(-1, 3)
+  strides = padded_strides(dims)
+  return jax.vmap(functools.partial(ray_samples, dims, strides, spacing))(s_idx, q_idx)
+
+
 def system_matrix(dims: tuple[int, int, int], origin: jnp.ndarray, spacing: jnp.ndarray,
                   views: Views, *, height: int, width: int) -> jnp.ndarray:
   """The projector as a dense matrix, for small volumes (e.g. the coarse label grid).
@@ -307,21 +341,14 @@ def system_matrix(dims: tuple[int, int, int], origin: jnp.ndarray, spacing: jnp.
     A: float32 [N, H * W, X * Y * Z] with project(vol)[n].ravel() == A[n] @ vol.ravel(); pixels
     and voxels in row-major (C) order.
   """
-  padded_dims = tuple(d + sum(_PAD) for d in dims)
-  strides = np.array([padded_dims[1] * padded_dims[2], padded_dims[2], 1], np.int32)
-  spacing = jnp.asarray(spacing, jnp.float32)
-  origin = jnp.asarray(origin, jnp.float32)
-  targets = views.pixel_centers(height, width)
-  n = targets.shape[0]
-  sources = jnp.broadcast_to(views.source[:, None, None, :], targets.shape).reshape(-1, 3)
-  s_idx = (sources - origin) / spacing
-  q_idx = (targets.reshape(-1, 3) - origin) / spacing
-  idx, w = jax.vmap(functools.partial(ray_samples, dims, strides, spacing))(s_idx, q_idx)
+  padded_dims = padded_shape(dims)
+  n = views.source.shape[0]
+  idx, w = pixel_samples(dims, origin, spacing, views, height=height, width=width)
   rows = jnp.broadcast_to(jnp.arange(idx.shape[0])[:, None, None], idx.shape)
   a = jnp.zeros((idx.shape[0], int(np.prod(padded_dims))), jnp.float32)
   a = a.at[rows, idx].add(w)
   a = a.reshape((n * height * width,) + padded_dims)
-  lo = _PAD[0]
+  lo = PAD[0]
   a = a[:, lo:lo + dims[0], lo:lo + dims[1], lo:lo + dims[2]]
   return a.reshape(n, height * width, -1)
 

@@ -1,4 +1,4 @@
-"""The small interface through which the one training loop (`loop.py`) knows a task.
+"""The small interface through which the one training loop (`jaxcorr.train.loop`) knows a task.
 
 A task owns its model, its data and its evaluation; the loop owns the optimiser, sharding,
 checkpoints, metric writing, logging and the step function.
@@ -31,6 +31,10 @@ class Task(abc.ABC):
   @abc.abstractmethod
   def evaluate(self, params, model_state) -> dict:
     """Host metrics (floats) on the task's held-out data."""
+
+  def log_stats(self) -> dict:
+    """Host scalars the loop logs as `train/<name>` beside the losses (e.g. redrawn samples)."""
+    return {}
 
   def restore_init(self, params, model_state):
     """Called once on a fresh start (never on resume) with the freshly initialised variables.
