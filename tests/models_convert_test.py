@@ -165,7 +165,7 @@ def test_pth_without_torch_says_what_to_do(tmp_path):
   (tmp_path / "w.pth").write_bytes(b"")
   with pytest.raises(ImportError, match="pip install torch.*safetensors"):
     convert.load_state_dict(tmp_path / "w.pth")
-  with pytest.raises(ValueError, match="allowed: '.safetensors'"):
+  with pytest.raises(ValueError, match="allowed: .safetensors, .pth"):
     convert.load_state_dict(tmp_path / "w.npz")
 
 
@@ -276,5 +276,5 @@ def test_load_into_correspondence_model_grey_input():
   np.testing.assert_allclose(variables["params"]["backbone"]["conv1"]["kernel"][..., 0, :],
                              sd["conv1.weight"].sum(1).transpose(1, 2, 0), rtol=1e-6)
   assert variables["params"]["encoder"] == template["params"]["encoder"]
-  with pytest.raises(ValueError, match="allowed: 'resnet50'"):
+  with pytest.raises(ValueError, match="allowed: resnet50"):
     convert.load_pretrained_backbone(template, sd, "resnet18")

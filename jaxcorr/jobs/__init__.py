@@ -1,7 +1,9 @@
 """Config-driven jobs. `run(config, workdir)` dispatches on `config.job`.
 
-Jobs are the only code (with `main`) that reads configs and touches the workdir; each one is a
-module with a `run(config, workdir)` function, imported only when it is asked for.
+Jobs are the top layer below `main`: each is a module with a `run(config, workdir)` function,
+imported only when it is asked for; nothing below them imports them (tests/layering_test.py).
+They and `main` are the only code that touches the workdir; config blocks become objects in
+the layers below (`jaxcorr.data.from_config`, `jaxcorr.models.build`).
 """
 
 import importlib

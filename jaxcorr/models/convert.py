@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcorr.core.choices import check_choice
 from jaxcorr.models import resnet, vit
 
 _SAFETENSORS_DTYPES = {
@@ -107,9 +108,7 @@ def load_state_dict(path) -> dict[str, np.ndarray]:
   path = pathlib.Path(path)
   if path.suffix == ".safetensors":
     return read_safetensors(path)
-  if path.suffix not in (".pth", ".pt", ".bin"):
-    raise ValueError(f"{path}: unknown checkpoint suffix {path.suffix!r}; allowed: "
-                     "'.safetensors', '.pth', '.pt', '.bin'.")
+  check_choice(f"{path}: checkpoint suffix", path.suffix, (".safetensors", ".pth", ".pt", ".bin"))
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError as e:
@@ -273,9 +272,7 @@ def load_pretrained_backbone(variables, state_dict: Mapping[str, np.ndarray], ba
   Returns:
     (variables with the backbone replaced, Report).
   """
-  if backbone not in resnet.RESNETS and backbone not in vit.VITS:
-    raise ValueError(f"Unknown backbone {backbone!r}; allowed: "
-                     f"{', '.join(map(repr, [*resnet.RESNETS, *vit.VITS]))}.")
+  check_choice("backbone", backbone, (*resnet.RESNETS, *vit.VITS))
   convert = convert_torchvision_resnet if backbone in resnet.RESNETS else convert_timm_vit
   sub = {c: v[scope] for c, v in flax.core.unfreeze(variables).items() if scope in v}
   converted, report = convert(state_dict, sub)

@@ -40,6 +40,8 @@ from absl import logging
 import numpy as np
 from PIL import Image
 
+from jaxcorr.core.choices import check_choice
+
 MIN_SIDE = 16
 PIL_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
@@ -360,9 +362,7 @@ def write_dicom(path, image01, *, spacing=None, photometric: str = "MONOCHROME2"
   for name, value, allowed in (("photometric", photometric, PHOTOMETRIC),
                                ("bits_stored", bits_stored, (10, 12, 16)),
                                ("modality", modality, MODALITIES)):
-    if value not in allowed:
-      raise XRayError(f"{path}: {name}={value!r} is not allowed; choose one of "
-                      f"{', '.join(str(a) for a in allowed)}.")
+    check_choice(f"{path}: {name}", value, allowed, XRayError)
   image = _check_image01(path, image01)
   pydicom = _import_pydicom(path)
   uids = pydicom.uid
