@@ -3,8 +3,10 @@ config of a finished training run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 
 import numpy as np
 
@@ -21,6 +23,30 @@ def atomic_write_text(path: str, text: str) -> None:
   with open(tmp, "w") as f:
     f.write(text)
   os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str, suffix: str = ""):
+  """Yields a temporary path beside `path` to write to; renamed to `path` when the block ends
+  without an error (removed otherwise), so a reader never sees a half-written file.
+
+  The file gets the permissions of a newly created one (0666 less the umask), not the 0600 of a
+  temporary file, so others on a shared server can open it. `suffix` ends the temporary name
+  (writers such as PIL read the format from it).
+  """
+  folder = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=suffix)
+  os.close(fd)
+  try:
+    yield tmp
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
 
 
 def atomic_save_npy(path: str, array: np.ndarray) -> None:

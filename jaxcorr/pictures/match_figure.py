@@ -19,11 +19,11 @@ widest row.
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from jaxcorr.core import files
 from jaxcorr.pictures import viewer, viz
 
 QUERY_COLOURS = ((255, 50, 50), (0, 220, 220), (60, 230, 60), (255, 140, 0), (255, 105, 180))
@@ -212,15 +212,6 @@ def match_figure(images, rects, corr, pairs, *, top_k: int = 20, queries=None,
 def save_match_figure(path: str, images, rects, corr, pairs, **kwargs) -> str:
   """Writes `match_figure(...)` to `path` atomically (format from the suffix); returns path."""
   fig = match_figure(images, rects, corr, pairs, **kwargs)
-  folder = os.path.dirname(os.path.abspath(path))
-  suffix = os.path.splitext(path)[1] or ".png"
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".match-", suffix=suffix)
-  os.close(fd)
-  try:
+  with files.atomic_output(path, suffix=os.path.splitext(path)[1] or ".png") as tmp:
     fig.save(tmp)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
   return path

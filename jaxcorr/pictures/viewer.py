@@ -46,12 +46,12 @@ import base64
 import importlib.resources
 import io
 import json
-import os
-import tempfile
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
+
+from jaxcorr.core import files
 
 
 def _page() -> str:
@@ -252,14 +252,7 @@ def write_viewer(path: str, images: Sequence[np.ndarray], rects, corr, pairs, *,
   """
   html = viewer_html(images, rects, corr, pairs, threshold=threshold, titles=titles,
                      pixel_coords=pixel_coords, grids=grids)
-  folder = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".viewer-", suffix=".html.tmp")
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
+  with files.atomic_output(path, suffix=".html.tmp") as tmp:
+    with open(tmp, "w", encoding="utf-8") as f:
       f.write(html)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
   return path
