@@ -102,22 +102,26 @@ def geometry(detector=256):
 
 
 def drr():
-  """Projector settings (`config.drr`)."""
+  """Projector settings (`config.drr`), the same block in every job that renders."""
   return ml_collections.ConfigDict(dict(
+      # auto: the fastest kernel measured on this platform (clipped on CPU, dense on GPU and
+      # TPU; logged at start) | clipped (rays only cross the box around the patient) | dense
+      method="auto",
       dtype="float32",     # volume storage on the device: float32 | bfloat16
-      method="clipped",    # clipped (rays only cross the box around the patient) | dense
-      batch_size=4096,     # rays per marching group (clipped) or per chunk (dense)
+      batch_size=0,        # rays per marching group (clipped) or chunk (dense); 0 = the kernel's
   ))
 
 
 def add_sample_sources(config, *, size, phantoms):
-  """The blocks that say where training samples come from and how they look: `ct`,
-  `intensity`, `views`, `labels`, `data` (shared by generate, pretrain and evaluation)."""
+  """The blocks that say where training samples come from, how they look and which kernels
+  render them: `ct`, `intensity`, `views`, `labels`, `drr`, `data` (shared by every job that
+  renders samples)."""
   config.ct = ct(size=size)
   config.ct.phantom = "random"
   config.intensity = intensity()
   config.views = views(detector=size)
   config.labels = labels()
+  config.drr = drr()
   config.data = data(phantoms=phantoms)
   return config
 
@@ -148,7 +152,7 @@ def labels(patch=16):
       patch=patch,              # patch size k in pixels (and the volume pooling factor)
       pooling="mean",           # 'mean' | 'max'
       threshold=0.1,            # coarse voxels with weight <= threshold are air
-      method="sparse",          # 'sparse' (CPU) | 'dense' (accelerators)
+      method="sparse",          # 'sparse' | 'dense' (the same C; see jaxcorr/projection/labels.py)
       intensity=intensity(x0=850.0),  # the paper's correspondence bone map
   ))
 
@@ -164,7 +168,6 @@ def data(phantoms=8):
       threads=2,                # Grain read threads
       workers=0,                # Grain worker processes (multiprocess prefetch; 0 = none)
       prefetch=4,               # Grain prefetch buffer (batches)
-      volume_dtype="float32",   # bank images on the device: float32 | bfloat16
   ))
 
 

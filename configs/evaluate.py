@@ -28,4 +28,7 @@ def get_config(arg=None):
   config.untrained = True             # add the untrained model as a baseline row
   config.overlays = 2                 # overlay pictures per run
   config.eval = ml_collections.ConfigDict(dict(batches=16, batch_size=8, seed=4321))
+  config.drr = common.drr()           # the kernels that render the held-out samples
+  config.labels = ml_collections.ConfigDict(dict(method="sparse"))   # 'sparse' | 'dense'
+
   return common.apply_preset(config, PRESETS, arg)

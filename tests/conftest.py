@@ -1,5 +1,6 @@
 """Shared test fixtures: where the real data lives, and the repository root."""
 
+import os
 import pathlib
 
 import pytest
@@ -55,16 +56,32 @@ def run_on_cpu_devices(script: str, workdir, devices: int = 8, timeout: int = 60
 
 @pytest.fixture(scope="session")
 def tiny_pretrain_run(tmp_path_factory):
-  """A workdir of the tiny pretraining preset trained for a few steps (made once per session),
-  for the jobs that start from a pretraining checkpoint (fine-tuning, prediction)."""
+  """A workdir of the tiny pretraining preset trained for a few steps, for the jobs that start
+  from a pretraining checkpoint (fine-tuning, prediction, evaluation).
+
+  Made once per test run: under pytest-xdist the first worker that needs it trains it in the
+  run's shared temporary folder while holding a lock, and the others wait and reuse it.
+  """
+  import fcntl  # pylint: disable=import-outside-toplevel
   import sys  # pylint: disable=import-outside-toplevel
   sys.path.insert(0, str(REPO))
+  shared = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    shared = shared.parent          # the run's folder above the workers' own
+  workdir = shared / "tiny_pretrain"
+  with open(shared / "tiny_pretrain.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not (workdir / "done").exists():
+      _train_tiny_pretrain(workdir)
+      (workdir / "done").write_text("")
+  return workdir
+
+
+def _train_tiny_pretrain(workdir):
   from configs import pretrain  # pylint: disable=import-outside-toplevel
   from jaxcorr import jobs  # pylint: disable=import-outside-toplevel
-  workdir = tmp_path_factory.mktemp("tiny_pretrain")
   config = pretrain.get_config("tiny")
   config.update_from_flattened_dict({
       "steps": 12, "log_every": 6, "eval_every": 12, "ckpt.every": 12, "data.phantoms": 4,
       "eval.batches": 1, "batch_size": 4, "eval.batch_size": 4})
   jobs.run(config, str(workdir))
-  return workdir

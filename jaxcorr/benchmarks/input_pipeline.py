@@ -52,8 +52,9 @@ def main(argv):
   names = splits_lib.list_volumes(config)[:_VOLUMES.value]
   bank = from_config.build_bank(names, config)
   maker = from_config.recipe_maker(config, bank)
-  dev_bank = samples.bank_arrays(bank, config.data.volume_dtype)
+  dev_bank = samples.bank_arrays(bank, from_config.volume_dtype(config))
   framing = from_config.framing(config)
+  projector = from_config.projector(config)
   rows = []
 
   ds = pipeline.make_dataset(mode="on_the_fly", seed=0, batch_size=bsz, recipe_maker=maker,
@@ -63,12 +64,14 @@ def main(argv):
   recipes = next(host_iter)
   render = lambda: jax.block_until_ready(samples.render_batch(
       dev_bank, {k: recipes[k] for k in samples.RECIPE_KEYS}, framing=framing,
-      threshold=config.labels.threshold))
+      threshold=config.labels.threshold, projector=projector))
   render_rate = _rate(render, nb, bsz)
-  rows.append((f"rendering DRRs + labels ({jax.devices()[0].platform})", render_rate))
+  rows.append((f"rendering DRRs + labels ({jax.devices()[0].platform}, {projector.method} "
+               f"kernel)", render_rate))
   full = pipeline.DeviceBatches(ds, bank=dev_bank, framing=framing,
                                 threshold=config.labels.threshold,
-                                augmentation=from_config.augmentation(config, True), render=True)
+                                augmentation=from_config.augmentation(config, True), render=True,
+                                projector=projector)
   rows.append(("on the fly, end to end (+ augmentation)",
                _rate(lambda: jax.block_until_ready(next(full)), nb, bsz)))
 

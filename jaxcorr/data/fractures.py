@@ -59,15 +59,17 @@ def volume_labels(seed: int, index: int, count: int) -> np.ndarray:
   return rng.permutation(np.asarray(labels, np.int32))
 
 
-@functools.partial(jax.jit, static_argnames=("framing",))
-def _project(images, origin, spacing, extent, params, framing: samples.Framing):
+@functools.partial(jax.jit, static_argnames=("framing", "projector"))
+def _project(images, origin, spacing, extent, params, framing: samples.Framing,
+             projector: samples.Projector):
   """DRRs [B, N, H, W] of B (unpadded) volumes, each with its own view parameters."""
   h, w = framing.detector_size
 
   def one(image, o, s, e, p):
     views = sampler.views_from_params(p, extent_mm=e, detector_size=(h, w),
                                       fov_scale=framing.fov_scale, orbit=framing.orbit)
-    return drr.project(image, o, s, views, height=h, width=w)
+    return drr.project(image, o, s, views, height=h, width=w, method=projector.method,
+                       batch_size=projector.ray_batch)
   return jax.vmap(one)(images, origin, spacing, extent, params)
 
 
@@ -160,15 +162,16 @@ def _render(drawn: list[dict], config):
   recipes["volume"] = np.arange(len(part), dtype=np.int32)
   params = {k: recipes[k] for k in _GEOMETRY}
   if not g.with_corr:
-    views = _project(bank.images, bank.origin, bank.spacing, bank.extent, params, frame)
+    views = _project(bank.images, bank.origin, bank.spacing, bank.extent, params, frame,
+                     from_config.projector(config))
     return np.asarray(views), None, bank, params
-  views, corr = samples.render_batch(samples.bank_arrays(bank, config.data.volume_dtype),
+  views, corr = samples.render_batch(samples.bank_arrays(bank, from_config.volume_dtype(config)),
                                      recipes, framing=frame, threshold=config.labels.threshold,
-                                     label_method=config.labels.method)
+                                     projector=from_config.projector(config))
   return np.asarray(views), np.asarray(corr), bank, params
 
 
-def _change(d, i, views, bank, params, frame) -> np.ndarray:
+def _change(d, i, views, bank, params, frame, projector) -> np.ndarray:
   """max |DRR(after) - DRR(before)| / (max - min of the view) per view of sample i, [N].
 
   DRRs are linear in the volume, so the difference is the DRR of the intensity difference.
@@ -178,7 +181,8 @@ def _change(d, i, views, bank, params, frame) -> np.ndarray:
     return np.zeros(n, np.float32)
   one = slice(i, i + 1)
   delta = np.asarray(_project(d["diff"][None], bank.origin[one], bank.spacing[one],
-                              bank.extent[one], {k: v[one] for k, v in params.items()}, frame))
+                              bank.extent[one], {k: v[one] for k, v in params.items()}, frame,
+                              projector))
   span = views[i].max(axis=(1, 2)) - views[i].min(axis=(1, 2))
   return (np.abs(delta[0]).max(axis=(1, 2)) / np.where(span > 0, span, 1.0)).astype(np.float32)
 
@@ -211,7 +215,8 @@ def _encode_batch(drawn: list[dict], config) -> list[bytes]:
     if not (np.all(np.isfinite(views[i])) and (corr is None or np.all(np.isfinite(corr[i])))):
       raise FloatingPointError(f"{d['name']}: non-finite sample (a label footprint wider than "
                                "the sparse window?); set labels.method='dense'")
-    change = _change(d, i, views, bank, params, from_config.framing(config))
+    change = _change(d, i, views, bank, params, from_config.framing(config),
+                     from_config.projector(config))
     rec = _record(d, views[i], None if corr is None else corr[i], change,
                   float(bank.extent[i]), config)
     out.append(records.encode(rec, config.generate.views_dtype))

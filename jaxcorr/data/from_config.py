@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 
+import jax
 import numpy as np
 from absl import logging
 
@@ -22,7 +23,7 @@ from jaxcorr.projection import drr, geometry, labels
 CHOICES = {
     "intensity.model": preprocess.INTENSITY_MODELS,
     "drr.dtype": tuple(choices.DTYPES),
-    "drr.method": drr.METHODS,
+    "drr.method": ("auto",) + drr.METHODS,
     "geometry.orbit": geometry.ORBITS,
     "views.orbit": geometry.ORBITS,
     "ct.phantom": phantoms.KINDS + ("random",),
@@ -36,6 +37,25 @@ def check_choice(field: str, value):
   """Returns `value` if it is allowed for `config.<field>` (`CHOICES`), else a ValueError
   naming the field and its allowed values."""
   return choices.check_choice(f"config.{field}", value, CHOICES[field])
+
+
+def projector(config) -> samples.Projector:
+  """The kernels of `config.drr` and `config.labels`, with `drr.method='auto'` resolved for this
+  platform (`drr.resolve_method`; logged once)."""
+  method = drr.resolve_method(check_choice("drr.method", config.drr.method))
+  _log_kernel(config.drr.method, method, jax.default_backend())
+  return samples.Projector(method=method, ray_batch=int(config.drr.batch_size) or None,
+                           label_method=check_choice("labels.method", config.labels.method))
+
+
+@functools.lru_cache(maxsize=None)
+def _log_kernel(asked: str, method: str, platform: str) -> None:
+  logging.info("DRR kernel: %s (config.drr.method=%r on %s)", method, asked, platform)
+
+
+def volume_dtype(config) -> str:
+  """The dtype of CT volumes on the device (`config.drr.dtype`), checked."""
+  return check_choice("drr.dtype", config.drr.dtype)
 
 
 def _phantom(kind: str, seed: int, size: int) -> Volume:

@@ -99,12 +99,16 @@ def make_dataset(*, mode: str, seed: int, batch_size: int, recipe_maker=None,
   return it
 
 
-@functools.partial(jax.jit, static_argnames=("framing", "threshold", "augmentation", "render"))
-def finish_batch(bank, batch, *, framing, threshold, augmentation: Augment, render: bool):
-  """Device part: render (on_the_fly), normalise, augment. Returns the batch dict."""
+@functools.partial(jax.jit, static_argnames=("framing", "threshold", "augmentation", "render",
+                                             "projector"))
+def finish_batch(bank, batch, *, framing, threshold, augmentation: Augment, render: bool,
+                 projector: samples.Projector = samples.Projector()):
+  """Device part: render (on_the_fly, with `projector`'s kernels), normalise, augment. Returns
+  the batch dict."""
   if render:
     views, corr = samples.render_batch(bank, {k: batch[k] for k in samples.RECIPE_KEYS},
-                                       framing=framing, threshold=threshold)
+                                       framing=framing, threshold=threshold,
+                                       projector=projector)
   else:
     views, corr = batch["views"], batch["corr"]
   keys = jax.vmap(jax.random.key)(batch["seed"])
@@ -164,10 +168,11 @@ class DeviceBatches(Batches):
   """Correspondence batches (`finish_batch`), counting the redrawn samples in `rejected`."""
 
   def __init__(self, dataset: grain.IterDataset, *, bank=None, framing, threshold: float,
-               augmentation: Augment, render: bool, sharding=None):
+               augmentation: Augment, render: bool, sharding=None,
+               projector: samples.Projector = samples.Projector()):
     super().__init__(dataset, functools.partial(
         finish_batch, bank, framing=framing, threshold=threshold, augmentation=augmentation,
-        render=render), sharding=sharding)
+        render=render, projector=projector), sharding=sharding)
     self.rejected = 0
 
   def _host(self) -> dict:

@@ -42,6 +42,22 @@ class Framing:
   orbit: str = "rtk"
 
 
+@dataclasses.dataclass(frozen=True)
+class Projector:
+  """Which kernels render a sample (static under jit): `config.drr` and `config.labels`.
+
+  Attributes:
+    method: the DRR kernel, 'clipped' | 'dense' (`drr.project`; 'auto' is resolved before,
+      `from_config.projector`).
+    ray_batch: rays per marching group (clipped) or per chunk (dense); None = the kernel's own.
+    label_method: the labels' path, 'sparse' | 'dense' (`labels.correspondence`).
+  """
+
+  method: str = "clipped"
+  ray_batch: int | None = None
+  label_method: str = "sparse"
+
+
 def _views(params, extent, framing: Framing) -> geometry.Views:
   return sampler_lib.views_from_params(params, extent_mm=extent,
                                        detector_size=tuple(framing.detector_size),
@@ -106,46 +122,52 @@ def _recipe_views(bank: dict, recipe: dict, framing: Framing):
   return _views(params, bank["extent"][recipe["volume"]], framing)
 
 
-def render_images(bank: dict, recipe: dict, *, framing: Framing) -> jnp.ndarray:
+def render_images(bank: dict, recipe: dict, *, framing: Framing,
+                  projector: Projector = Projector()) -> jnp.ndarray:
   """The DRRs of one recipe from the device-resident bank: [N, H, W]."""
   i = recipe["volume"]
   h, w = framing.detector_size
   return drr.project(bank["images"][i], bank["origin"][i], bank["spacing"][i],
                      _recipe_views(bank, recipe, framing), height=h, width=w, padded=True,
-                     box=bank["box"][i])
+                     box=bank["box"][i], method=projector.method,
+                     batch_size=projector.ray_batch)
 
 
 def render_labels(bank: dict, recipe: dict, *, framing: Framing, threshold: float,
-                  label_method: str = "sparse") -> jnp.ndarray:
+                  projector: Projector = Projector()) -> jnp.ndarray:
   """The correspondence labels of one recipe: [P, L, L]."""
   i = recipe["volume"]
   h, w = framing.detector_size
   c_origin, c_spacing = labels.coarse_grid(bank["origin"][i], bank["spacing"][i], framing.patch)
   return labels.correspondence(bank["weights"][i], c_origin, c_spacing,
                                _recipe_views(bank, recipe, framing), height=h, width=w,
-                               k=framing.patch, threshold=threshold, method=label_method)
+                               k=framing.patch, threshold=threshold,
+                               method=projector.label_method)
 
 
 def render_one(bank: dict, recipe: dict, *, framing: Framing, threshold: float,
-               label_method: str = "sparse") -> tuple[jnp.ndarray, jnp.ndarray]:
+               projector: Projector = Projector()) -> tuple[jnp.ndarray, jnp.ndarray]:
   """Renders one recipe from the device-resident bank: (views [N, H, W], corr [P, L, L])."""
-  return (render_images(bank, recipe, framing=framing),
+  return (render_images(bank, recipe, framing=framing, projector=projector),
           render_labels(bank, recipe, framing=framing, threshold=threshold,
-                        label_method=label_method))
+                        projector=projector))
 
 
-@functools.partial(jax.jit, static_argnames=("framing", "threshold", "label_method"))
+@functools.partial(jax.jit, static_argnames=("framing", "threshold", "projector"))
 def render_batch(bank: dict, recipes: dict, *, framing: Framing, threshold: float,
-                 label_method: str = "sparse") -> tuple[jnp.ndarray, jnp.ndarray]:
+                 projector: Projector = Projector()) -> tuple[jnp.ndarray, jnp.ndarray]:
   """`render_one` over a batch of recipes: views [B, N, H, W], corr [B, P, L, L].
 
-  Labels are vmapped; the DRRs go one sample after another (`lax.map`), since the marcher's
-  loops run as long as their longest ray, which a vmapped batch would share (measured 1.3x
-  faster at the paper's size on a CPU).
+  Labels are vmapped. With the clipped marcher the DRRs go one sample after another
+  (`lax.map`), since its loops run as long as their longest ray, which a vmapped batch would
+  share (measured 1.3x faster at the paper's size on a CPU); the dense kernel, whose work is
+  the same for every sample, is vmapped over the batch (one program for the accelerator).
   """
-  images = jax.lax.map(lambda r: render_images(bank, r, framing=framing), recipes)
+  one = functools.partial(render_images, bank, framing=framing, projector=projector)
+  images = (jax.lax.map(one, recipes) if projector.method == "clipped"
+            else jax.vmap(one)(recipes))
   corr = jax.vmap(lambda r: render_labels(bank, r, framing=framing, threshold=threshold,
-                                          label_method=label_method))(recipes)
+                                          projector=projector))(recipes)
   return images, corr
 
 

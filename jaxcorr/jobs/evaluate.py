@@ -36,6 +36,9 @@ def _run_config(run_dir: str, config) -> ml_collections.ConfigDict:
   run.eval.batches = config.eval.batches
   run.eval.batch_size = config.eval.batch_size
   run.eval.seed = config.eval.seed
+  # The kernels are this machine's choice, not the run's (older runs have no drr block).
+  run.drr = config.drr
+  run.labels.method = config.labels.method
   return run
 
 

@@ -30,7 +30,7 @@ def _render_volume(bank, config, seed: int) -> tuple[list[bytes], int]:
   """Renders `samples_per_volume` samples of every chunk of one volume; returns records."""
   maker = from_config.recipe_maker(config, bank)
   frame = from_config.framing(config)
-  dev = samples.bank_arrays(bank, config.data.volume_dtype)
+  dev = samples.bank_arrays(bank, from_config.volume_dtype(config))
   out, rejected = [], 0
   per = config.generate.samples_per_volume
   bsz = config.generate.render_batch
@@ -44,7 +44,7 @@ def _render_volume(bank, config, seed: int) -> tuple[list[bytes], int]:
       stacked = {k: np.stack([r[k] for r in part]) for k in samples.RECIPE_KEYS}
       views, corr = samples.render_batch(dev, stacked, framing=frame,
                                          threshold=config.labels.threshold,
-                                         label_method=config.labels.method)
+                                         projector=from_config.projector(config))
       views, corr = np.asarray(views), np.asarray(corr)
       for i, r in enumerate(recipes[start:start + bsz]):
         if not (np.all(np.isfinite(views[i])) and np.all(np.isfinite(corr[i]))):

@@ -125,7 +125,7 @@ def run(config, workdir: str) -> None:
     if not todo:
       continue
     bank = from_config.build_bank([name], config)
-    dev = samples.bank_arrays(bank)
+    dev = samples.bank_arrays(bank, from_config.volume_dtype(config))
     maker = from_config.recipe_maker(config, bank)
     for t, study in enumerate(studies):
       if study not in todo:
@@ -134,7 +134,8 @@ def run(config, workdir: str) -> None:
       recipe = maker({"volume": 0}, rng)
       rec = {k: np.asarray(recipe[k])[None] for k in samples.RECIPE_KEYS}   # a batch of one
       lines, corr = samples.render_batch(dev, rec, framing=framing,
-                                         threshold=config.labels.threshold)
+                                         threshold=config.labels.threshold,
+                                         projector=from_config.projector(config))
       images = np.asarray(_look(lines[0], look, jax.random.key(int(recipe["seed"]))))
       corr = corr[0]
       spacing = float(_framing_spacing(recipe, bank, framing))

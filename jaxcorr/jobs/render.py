@@ -25,8 +25,8 @@ from jaxcorr.projection import drr, geometry, labels
 
 def run(config, workdir: str) -> None:
   files.prepare_workdir(config, workdir)
-  dtype = from_config.check_choice("drr.dtype", config.drr.dtype)
-  method = from_config.check_choice("drr.method", config.drr.method)
+  dtype = from_config.volume_dtype(config)
+  projector = from_config.projector(config)
   vol = from_config.load_volume(config.ct)
   mu = from_config.intensity_volume(vol.data, config.intensity)
   views, (height, width) = from_config.make_views(config.geometry, vol)
@@ -35,8 +35,8 @@ def run(config, workdir: str) -> None:
                jax.devices()[0].platform)
   t0 = time.perf_counter()
   images = drr.project_jit(jnp.asarray(mu, dtype), vol.origin, vol.spacing, views,
-                           height=height, width=width, batch_size=config.drr.batch_size,
-                           method=method)
+                           height=height, width=width, batch_size=projector.ray_batch,
+                           method=projector.method)
   images = np.asarray(jax.block_until_ready(images))
   logging.info("rendered in %.2f s (compilation included)", time.perf_counter() - t0)
   if not np.all(np.isfinite(images)):

@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcorr.core.choices import check_choice
 from jaxcorr.projection import ray_march
 from jaxcorr.projection.geometry import Views
 
@@ -162,6 +163,19 @@ def ray_samples(dims: tuple[int, int, int], strides: np.ndarray, spacing: jnp.nd
 
 
 METHODS = ("clipped", "dense")
+# The kernel `method="auto"` means on each platform: the clipped marcher is 1.8-3.6x faster
+# than RTK on a CPU; on a GPU its while loop over ray groups launches work too small for the
+# device, where the dense kernel rendered ~5,000 views/s against ~600 (H200, 256^3 -> 256^2).
+AUTO = {"cpu": "clipped", "gpu": "dense", "cuda": "dense", "rocm": "dense", "tpu": "dense"}
+
+
+def resolve_method(method: str, platform: str | None = None) -> str:
+  """The kernel `method` names: itself, or for 'auto' the fastest one measured on `platform`
+  (default: JAX's default backend; `AUTO`)."""
+  if method != "auto":
+    return check_choice("drr method", method, METHODS)
+  platform = platform or jax.default_backend()
+  return AUTO.get(platform, "dense")
 _DENSE_CHUNK = 16384   # rays per chunk of the dense kernel unless the caller says otherwise
 
 
@@ -220,8 +234,7 @@ def project_rays(volume: jnp.ndarray, origin: jnp.ndarray, spacing: jnp.ndarray,
   Returns:
     [R] float32 line integrals.
   """
-  if method not in METHODS:
-    raise ValueError(f"drr method {method!r} is not one of {METHODS}")
+  check_choice("drr method", method, METHODS)
   flat, strides, dims = _padded_flat(volume, padded)
   spacing = jnp.asarray(spacing, jnp.float32)
   origin = jnp.asarray(origin, jnp.float32)

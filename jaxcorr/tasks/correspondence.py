@@ -50,7 +50,7 @@ class CorrespondenceTask(task_lib.Task):
     if split not in self._banks:
       bank = from_config.build_bank(self._splits[split], self.config)
       logging.info("%s bank: %d volumes of %s^3", split, len(bank), bank.images.shape[1])
-      dev = samples.bank_arrays(bank, self.config.data.volume_dtype)
+      dev = samples.bank_arrays(bank, from_config.volume_dtype(self.config))
       dev = jax.device_put(dev, sharding.replicated(self.mesh))
       bank.images = None  # on the device now; the host keeps only what recipes need
       self._banks[split] = (bank, dev)
@@ -79,7 +79,8 @@ class CorrespondenceTask(task_lib.Task):
     return pipeline.DeviceBatches(ds, bank=bank, framing=from_config.framing(c),
                                   threshold=c.labels.threshold,
                                   augmentation=from_config.augmentation(c, train), render=render,
-                                  sharding=self._batch_sharding)
+                                  sharding=self._batch_sharding,
+                                  projector=from_config.projector(c))
 
   def train_batches(self):
     self._train = self.batches("train", seed=self.config.seed, train=True,
