@@ -10,12 +10,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 from conftest import REPO, run_on_cpu_devices
 from jaxcorr.core import sharding
 from jaxcorr.tasks import base as task_lib
-from jaxcorr.train import loop
+from jaxcorr.train import loop, state as state_lib
 
 sys.path.insert(0, str(REPO))
 from configs import common  # pylint: disable=wrong-import-position
@@ -199,3 +200,14 @@ def test_cadences_follow_steps_unless_set():
   assert loop.cadences(config)[1:] == (7, 3)
   with pytest.raises(ValueError, match="config.steps=0"):
     loop.train_and_evaluate(_config(steps=0), "/nonexistent", LinearTask(), sharding.make_mesh(1))
+
+
+def test_schedule_without_warmup_is_optax_cosine_and_quiet(caplog):
+  caplog.set_level("INFO")
+  schedule = state_lib.learning_rate_schedule(learning_rate=3e-4, total_steps=50,
+                                              end_fraction=0.1)
+  reference = optax.cosine_decay_schedule(3e-4, 50, alpha=0.1)
+  assert [float(schedule(s)) for s in range(55)] == [float(reference(s)) for s in range(55)]
+  assert "non-positive" not in caplog.text
+  warm = state_lib.learning_rate_schedule(learning_rate=1.0, total_steps=10, warmup_steps=2)
+  assert [float(warm(s)) for s in (0, 1, 2)] == [0.0, 0.5, 1.0]

@@ -22,8 +22,8 @@ Head (`correspondence_scores`). For each pair (i, j) of `labels.pair_indices(N)`
 Output: (corr [B, P, L, L] float32, aux {'tokens': [B, N, L, d_model] float32}); rows of
 corr[:, p] index view i's patches, columns view j's, so swapping two views transposes.
 
-Presets (`PRESETS`, `from_preset`) are data: 'paper' (ResNet-50 cut at stage 3 + 8 x 512
-transformer), 'paper_vit' (ViT-S/16 backbone), 'tiny' (CPU tests).
+Sizes are data, in one table (`jaxcorr.models.build.SIZES`): 'paper' (ResNet-50 cut at stage 3 +
+8 x 512 transformer), 'paper_vit' (ViT-S/16 backbone), and the CPU sizes of the presets.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ classifier's patch grid, e.g. a predict job's corr.npy), 'none'.
 Batch: views float32 [B, N, H, W, 1] in [0, 1], label float32 [B], corr [B, P, L, L] (or a
 [B, 1, 1, 1] placeholder), id int32 [B] (record index within the split).
 Evaluation collects the probabilities of a split in order and scores them with
-`classification_metrics` at a threshold chosen on the validation split.
+`jaxcorr.metrics.classification` at a threshold chosen on the validation split.
 """
 
 from __future__ import annotations

@@ -30,6 +30,12 @@ def learning_rate_schedule(*, learning_rate: float, total_steps: int, warmup_ste
                            end_fraction: float = 0.0) -> optax.Schedule:
   """Linear warmup to `learning_rate`, then cosine decay to end_fraction * learning_rate."""
   warmup_steps = min(warmup_steps, max(total_steps - 1, 0))
+  if not warmup_steps:
+    # The cosine part of optax's warmup schedule, without the empty warmup piece that warns
+    # "A polynomial schedule was set with a non-positive transition_steps" on every run.
+    return optax.cosine_decay_schedule(
+        init_value=learning_rate, decay_steps=max(total_steps, 1),
+        alpha=end_fraction * learning_rate / learning_rate if learning_rate else 0.0)
   return optax.warmup_cosine_decay_schedule(
       init_value=0.0 if warmup_steps else learning_rate, peak_value=learning_rate,
       warmup_steps=warmup_steps, decay_steps=max(total_steps, warmup_steps + 1),
