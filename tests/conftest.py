@@ -33,23 +33,26 @@ def pytest_configure(config):
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+def subprocess_env(devices: int = 1) -> dict:
+  """The environment of a fresh JAX process on `devices` CPU devices (the flag must be set
+  before JAX starts), with this process's persistent compilation cache (the device count is not
+  part of its key), so programs compiled by earlier tests are not compiled again there."""
+  import jax  # pylint: disable=import-outside-toplevel
+  return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+          "JAX_PLATFORMS": "cpu",
+          "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir or "",
+          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5",
+          "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+
+
 def run_on_cpu_devices(script: str, workdir, devices: int = 8, timeout: int = 600):
-  """Runs a Python script in a fresh process that sees `devices` CPU devices (the flag must
-  be set before JAX starts); returns the JSON object the script prints last."""
+  """Runs a Python script in a fresh process that sees `devices` CPU devices; returns the JSON
+  object the script prints last."""
   import json  # pylint: disable=import-outside-toplevel
-  import os  # pylint: disable=import-outside-toplevel
   import subprocess  # pylint: disable=import-outside-toplevel
   import sys  # pylint: disable=import-outside-toplevel
-  import jax  # pylint: disable=import-outside-toplevel
-  # The same persistent compilation cache as this process (the device count is not part of
-  # its key), so programs compiled by earlier tests are not compiled again there.
-  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-         "JAX_PLATFORMS": "cpu",
-         "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir or "",
-         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5",
-         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
   res = subprocess.run([sys.executable, "-c", script, str(workdir)], capture_output=True,
-                       text=True, env=env, timeout=timeout, check=False)
+                       text=True, env=subprocess_env(devices), timeout=timeout, check=False)
   assert res.returncode == 0, res.stderr[-3000:]
   return json.loads(res.stdout.strip().splitlines()[-1])
 

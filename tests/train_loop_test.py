@@ -3,6 +3,7 @@
 import importlib
 import json
 import os
+import signal
 import sys
 import textwrap
 
@@ -211,3 +212,46 @@ def test_schedule_without_warmup_is_optax_cosine_and_quiet(caplog):
   assert "non-positive" not in caplog.text
   warm = state_lib.learning_rate_schedule(learning_rate=1.0, total_steps=10, warmup_steps=2)
   assert [float(warm(s)) for s in (0, 1, 2)] == [0.0, 0.5, 1.0]
+
+
+class SignalAt(Counter):
+  """Counter that sends this process `signals` while drawing batch `at` (mid-step)."""
+
+  def __init__(self, at, signals):
+    super().__init__()
+    self.at, self.signals = at, signals
+
+  def __next__(self):
+    if self.i == self.at:
+      for s in self.signals:
+        os.kill(os.getpid(), s)
+    return super().__next__()
+
+
+class SignalTask(LinearTask):
+  def __init__(self, at, signals):
+    super().__init__()
+    self.at, self.signals = at, signals
+
+  def train_batches(self):
+    return SignalAt(self.at, self.signals)
+
+
+def test_sigterm_finishes_the_step_saves_it_and_exits_143(tmp_path):
+  before = signal.getsignal(signal.SIGTERM)
+  with pytest.raises(loop.Stopped) as stopped:
+    loop.train_and_evaluate(_config(steps=50), str(tmp_path), SignalTask(4, [signal.SIGTERM]),
+                            sharding.make_mesh(1))
+  assert stopped.value.code == 128 + signal.SIGTERM
+  assert max(map(int, os.listdir(tmp_path / "checkpoints"))) == 5    # batch 4 is step 5's
+  assert signal.getsignal(signal.SIGTERM) is before                  # handlers given back
+  lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [l["step"] for l in lines if "train/loss" in l] == [1, 2, 3, 4, 5]
+
+
+def test_a_second_ctrl_c_exits_at_once(tmp_path):
+  before = signal.getsignal(signal.SIGINT)
+  with pytest.raises(KeyboardInterrupt):
+    loop.train_and_evaluate(_config(steps=50), str(tmp_path),
+                            SignalTask(4, [signal.SIGINT, signal.SIGINT]), sharding.make_mesh(1))
+  assert signal.getsignal(signal.SIGINT) is before

@@ -11,11 +11,18 @@ configs' default), so overriding `steps` keeps ~10 log lines (at most every 50 s
 4 evaluations and checkpoints (`cadences`).
 A non-finite loss stops the run with the step number. Randomness: one root key from
 `config.seed`, folded with the step inside the step.
+
+SIGTERM or SIGINT (a preempted VM, a scheduler's time limit, Ctrl-C) stops the run after the
+current step: a checkpoint of that step with the data iterator's state, the writers flushed,
+then `Stopped` (a SystemExit: exit status 128 + the signal, one log line, no traceback); the
+same command resumes. A second Ctrl-C exits at once.
 """
 
 from __future__ import annotations
 
 import functools
+import signal
+import threading
 import time
 from typing import NamedTuple
 
@@ -43,6 +50,38 @@ def cadences(config) -> Cadences:
   return Cadences(log=config.log_every or max(1, min(50, steps // 10)),
                   eval=config.eval_every or max(1, steps // 4),
                   ckpt=config.ckpt.every or max(1, steps // 4))
+
+
+class Stopped(SystemExit):
+  """The run stopped on a signal after saving a checkpoint; its code is 128 + the signal."""
+
+
+class _StopRequests:
+  """Turns SIGTERM and SIGINT into a request the loop honours after the current step (the
+  handlers are the process's own while the loop runs, and only in the main thread)."""
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self):
+    self.signum = None
+    self._previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.signum is not None and signum == signal.SIGINT:
+      raise KeyboardInterrupt   # a second Ctrl-C: at once
+    self.signum = signum
+    logging.warning("%s received: stopping after this step with a checkpoint (Ctrl-C again to "
+                    "exit at once)", signal.Signals(signum).name)
+
+  def __exit__(self, *exc_info):
+    for s, handler in self._previous.items():
+      signal.signal(s, handler)
 
 
 def _train_step(task, tx, state, batch, root_key):
@@ -101,9 +140,27 @@ def train_and_evaluate(config, workdir: str, task, mesh) -> dict:
                     out_shardings=(shardings, sharding.replicated(mesh)))
   root_key = jax.random.key(config.seed + 1)
   writer = writers.MetricWriter(workdir, enabled=jax.process_index() == 0)
+  with _StopRequests() as requests:
+    step, last_eval = _run_steps(config, task, step_fn, state, batches, root_key, ckpt, writer,
+                                 every, start, requests)
+  ckpt.wait()
+  ckpt.close()
+  writer.close()
+  if requests.signum is not None:
+    logging.warning("stopped by %s after step %d; checkpoint saved in %s: run the same command "
+                    "to resume", signal.Signals(requests.signum).name, step, workdir)
+    raise Stopped(128 + requests.signum)
+  return last_eval
+
+
+def _run_steps(config, task, step_fn, state, batches, root_key, ckpt, writer, every: Cadences,
+               start: int, requests: _StopRequests) -> tuple[int, dict]:
+  """Steps start + 1 .. min(steps, stop_after_step), or to the step a stop is requested at
+  (which is then checkpointed); returns (the last step done, the last evaluation)."""
   sums, count, t_last, step_last = {}, 0, time.perf_counter(), start
   last_eval = {}
   stop = config.stop_after_step or config.steps
+  step = start
   for step in range(start + 1, min(config.steps, stop) + 1):
     state, metrics = step_fn(state, next(batches), root_key)
     for k, v in metrics.items():
@@ -126,9 +183,8 @@ def train_and_evaluate(config, workdir: str, task, mesh) -> dict:
       logging.info("eval at step %d: %s", step,
                    ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
       ckpt.save(step, state, batches.get_state(), last_eval)
-    elif step % every.ckpt == 0 or step == stop:
+    elif step % every.ckpt == 0 or step == stop or requests.signum is not None:
       ckpt.save(step, state, batches.get_state())
-  ckpt.wait()
-  ckpt.close()
-  writer.close()
-  return last_eval
+    if requests.signum is not None:
+      break
+  return step, last_eval
