@@ -85,7 +85,12 @@ def main(argv):
     env = {"num_processes": "JAX_NUM_PROCESSES", "process_id": "JAX_PROCESS_ID"}
     jax.distributed.initialize(**{k: int(os.environ[v]) for k, v in env.items() if v in os.environ})
   logging.info("job %s, workdir %s", config.job, _WORKDIR.value)
-  jobs.run(config, _WORKDIR.value)
+  from jaxcorr.data import validation  # pylint: disable=g-import-not-at-top
+  try:
+    jobs.run(config, _WORKDIR.value)
+  except validation.ConfigError as e:   # a bad field: the list of problems, not a traceback
+    sys.stderr.write(f"FATAL {e}\n")
+    sys.exit(2)
 
 
 if __name__ == "__main__":

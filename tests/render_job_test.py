@@ -66,7 +66,7 @@ def test_bad_choices_list_the_allowed_values(tmp_path):
     jobs.run(_tiny(**{"intensity.model": "sigmoid"}), str(tmp_path))
   with pytest.raises(ValueError, match="allowed: .*render"):
     jobs.run(_tiny(job="rendr"), str(tmp_path))
-  with pytest.raises(ValueError, match="sdd > sid"):
+  with pytest.raises(ValueError, match="sdd=500.0 must exceed sid=1000.0"):
     jobs.run(_tiny(**{"geometry.sdd": 500.0}), str(tmp_path))
 
 

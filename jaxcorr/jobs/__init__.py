@@ -27,4 +27,7 @@ def run(config, workdir: str) -> None:
   """Runs the job named by `config.job` in `workdir`."""
   if config.job not in JOBS:
     raise ValueError(f"config.job={config.job!r} is not a job; allowed: {', '.join(sorted(JOBS))}")
+  # Every field checked before any work (imported here: `import jaxcorr.jobs` stays light).
+  from jaxcorr.data import validation  # pylint: disable=import-outside-toplevel
+  validation.validate(config)
   importlib.import_module(JOBS[config.job]).run(config, workdir)
