@@ -17,19 +17,22 @@ def shared_data():
   return SHARED_DATA
 
 
+# Programs compiled in under this many seconds are not worth a cache entry.
+_CACHE_MIN_COMPILE_SECS = 0.5
+
+
 def pytest_configure(config):
   """Share compiled XLA programs between the tests' many short jobs (they rebuild the same
   jitted functions): a persistent compilation cache in a folder of this run, one for all its
   pytest-xdist workers (the run's id names it) and for the processes the tests start."""
   del config
-  import os  # pylint: disable=import-outside-toplevel
   import tempfile  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
   folder = (os.path.join(tempfile.gettempdir(), f"jaxcorr_xla_cache_{run}") if run
             else tempfile.mkdtemp(prefix="jaxcorr_xla_cache_"))
   jax.config.update("jax_compilation_cache_dir", folder)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", _CACHE_MIN_COMPILE_SECS)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
@@ -41,7 +44,7 @@ def subprocess_env(devices: int = 1) -> dict:
   return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
           "JAX_PLATFORMS": "cpu",
           "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir or "",
-          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5",
+          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": str(_CACHE_MIN_COMPILE_SECS),
           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 
 

@@ -96,7 +96,7 @@ def test_the_checker_catches_an_upward_import(module, source, bad):
   assert bool(violations(module, source)) == bad
 
 
-def test_jobs_are_run_modules_that_nothing_below_imports():
+def test_every_job_module_has_run_config_workdir():
   for path in sorted((ROOT / "jobs").glob("*.py")):
     if path.stem == "__init__":
       continue

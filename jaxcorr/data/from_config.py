@@ -187,7 +187,8 @@ def augmentation(config, train: bool) -> pipeline.Augment:
                                    contrast=rad.contrast, max_gamma=rad.max_gamma,
                                    max_noise=rad.max_noise) if rad.enabled else None)
   geo = a.geometric
-  geometric = tuple((k, geo[k]) for k in sorted(geo.keys()) if k != "enabled") if geo.enabled else ()
+  geometric = (tuple((k, geo[k]) for k in sorted(geo.keys()) if k != "enabled")
+               if geo.enabled else ())
   look = (appearance.Appearance.from_config(a.appearance)
           if "appearance" in a and a.appearance.enabled else None)
   return pipeline.Augment(radiometric=radio, geometric=geometric, appearance=look)

@@ -1,7 +1,7 @@
 """A seeded sampler of N-view cone-beam geometries: the paper's data variation.
 
-Each view is an RTK circular-geometry projection (see `jaxcorr.projection.geometry`) whose parameters are
-drawn independently per view, as the authors' generator does:
+Each view is an RTK circular-geometry projection (see `jaxcorr.projection.geometry`) whose
+parameters are drawn independently per view, as the authors' generator does:
 
   gantry        the first rotation axis. A nominal angle is picked from `gantry_modes`
                 (0/90/180/270 deg) with probabilities `gantry_probs` (0.4/0.3/0.2/0.1),

@@ -177,8 +177,8 @@ def bank_arrays(bank, dtype=jnp.float32) -> dict:
   image's voxels that differ from its background (`drr.content_box`), found once too."""
   # Padded on the host into one preallocated array, then moved once: no second full copy.
   k, x, y, z = bank.images.shape
-  p0, p1 = drr.PAD
-  padded = np.zeros((k, x + p0 + p1, y + p0 + p1, z + p0 + p1), np.float32)
+  p0 = drr.PAD[0]
+  padded = np.zeros((k,) + drr.padded_shape((x, y, z)), np.float32)
   padded[:, p0:p0 + x, p0:p0 + y, p0:p0 + z] = bank.images
   images = jnp.asarray(padded, dtype)
   del padded

@@ -6,8 +6,8 @@ fine-tuned, a `head='pair_mlp'` fine-tuning workdir as the frozen-backbone basel
 with `Predictor` from its best checkpoint and predicts C for every study of `config.split` of
 the split file `config.splits` (a fine-tuning workdir's splits.json, so every row sees the same
 held-out studies; empty: all studies). Only annotated patch pairs are scored: precision and
-recall at 0.2 and AP (`jaxcorr.metrics.correspondence`). Writes results.md (printed too), results.csv and
-results.json.
+recall at 0.2 and AP (`jaxcorr.metrics.correspondence`). Writes results.md (printed too),
+results.csv and results.json.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ the top-k patch pairs as lines between patch centres, coloured by score (blue we
 drawn, through purple, to yellow strongest), and for a few query patches of view i the band
 they map to in view j as a heat map in the query's colour (alpha 0.7 C), the query patch
 outlined in view i in the same colour. Captions name the views, the score range of the lines
-and the queries. The inputs are those of `jaxcorr.pictures.viewer` (images, per-view patch rectangles
-in display pixels, per-pair C [L_i, L_j], pairs (i, j), i < j).
+and the queries. The inputs are those of `jaxcorr.pictures.viewer` (images, per-view patch
+rectangles in display pixels, per-pair C [L_i, L_j], pairs (i, j), i < j).
 
 Layout: one row per pair, top to bottom in pair order; each row is a caption bar (14 px a
 line plus 6, lines wrapped to the row's width) above [view i | 4 px gap | view j], both views
@@ -185,8 +185,8 @@ def match_figure(images, rects, corr, pairs, *, top_k: int = 20, queries=None,
     images, rects, corr, pairs, grids: as for `jaxcorr.pictures.viewer.write_viewer`.
     top_k: lines per pair (0: none).
     queries: patches of view i whose band is shown in view j: None (per pair,
-      `jaxcorr.pictures.viz.pick_queries`: distinct strong rows spread over the grid), a list of patch
-      indices used for every pair, or a dict {(i, j): list}.
+      `jaxcorr.pictures.viz.pick_queries`: distinct strong rows spread over the grid), a list of
+      patch indices used for every pair, or a dict {(i, j): list}.
     n_queries: how many queries to pick when `queries` is None.
     titles: per view, a name for the captions; default "view v".
   """

@@ -30,9 +30,9 @@ Two ways to walk the sum, with the same result up to float32 rounding:
   clipped    (the default) each ray reads only the planes where it crosses the box of the
              voxels that differ from the background (`content_box`; the background, the
              corners' common value, is summed in closed form), in tiles of neighbouring rays
-             sorted by length (`jaxcorr.projection.ray_march`). On CTs padded to a cube with air this
-             skips most of the samples (95% for a 256^3 pelvis CT), whatever the intensity
-             model. Its derivatives are the dense ones.
+             sorted by length (`jaxcorr.projection.ray_march`). On CTs padded to a cube with air
+             this skips most of the samples (95% for a 256^3 pelvis CT), whatever the
+             intensity model. Its derivatives are the dense ones.
 Accumulation is float32 whatever the volume's dtype (bfloat16 halves its memory and gather
 bandwidth).
 """
@@ -176,6 +176,8 @@ def resolve_method(method: str, platform: str | None = None) -> str:
     return check_choice("drr method", method, METHODS)
   platform = platform or jax.default_backend()
   return AUTO.get(platform, "dense")
+
+
 _DENSE_CHUNK = 16384   # rays per chunk of the dense kernel unless the caller says otherwise
 
 
@@ -223,8 +225,8 @@ def project_rays(volume: jnp.ndarray, origin: jnp.ndarray, spacing: jnp.ndarray,
     padded: `volume` is already `pad(volume)` (origin and spacing still describe the
       unpadded grid).
     method: 'clipped' (default) walks each ray only through the planes of `box`
-      (`jaxcorr.projection.ray_march`); 'dense' walks every ray through max(X, Y, Z) planes. Both give
-      the same sum; derivatives always come from the dense formulation.
+      (`jaxcorr.projection.ray_march`); 'dense' walks every ray through max(X, Y, Z)
+      planes. Both give the same sum; derivatives always come from the dense formulation.
     box: int32 [2, 3] voxel box (rows lo, hi) outside which every voxel equals the
       background (the 8 corner voxels' common value, else 0: the air around the patient),
       for 'clipped'. None computes `content_box(volume)`, one pass over the volume: pass it
@@ -243,7 +245,7 @@ def project_rays(volume: jnp.ndarray, origin: jnp.ndarray, spacing: jnp.ndarray,
   if method == "dense":
     return _dense_rays(flat, dims, strides, spacing, s_idx, q_idx,
                        _DENSE_CHUNK if batch_size is None else batch_size)
-  padded_volume = flat.reshape(tuple(d + sum(PAD) for d in dims))
+  padded_volume = flat.reshape(padded_shape(dims))
   if box is None:
     box = ray_march.content_box(padded_volume)
   return _clipped_rays(flat, dims, tuple(int(x) for x in strides), spacing, s_idx, q_idx,

@@ -10,9 +10,9 @@ Notation.
              `geometry.coarsen(views, k)`: an h x w detector (h = H / k, w = W / k) whose pixel
              (r, c) is the centre of the k x k patch (r, c).
   L          h * w patches per view, flattened row-major (index r * w + c), as DRR images are.
-  p_i^v      [L] the Joseph projection (`jaxcorr.projection.drr`) onto view i's patch grid of the coarse
-             volume that holds 1 in voxel v and 0 elsewhere (column v of the system matrix A_i),
-             min-max normalised over the L patches: (p - min) / (max - min); a constant
+  p_i^v      [L] the Joseph projection (`jaxcorr.projection.drr`) onto view i's patch grid of
+             the coarse volume that holds 1 in voxel v and 0 elsewhere (column v of the system
+             matrix A_i), min-max normalised over the L patches: (p - min) / (max - min); a constant
              footprint (all zero, i.e. v is not seen, or, on tiny grids, equal everywhere) -> 0.
   C_ij       [L, L] = max over v with w_v > threshold of w_v p_i^v (p_j^v)^T, in [0, max w].
              For a pair (i, j): rows are view i's patches, columns view j's. C_ji = C_ij^T.

@@ -1,7 +1,7 @@
 """Clipped, tiled marching for the Joseph projector: only the planes where a ray can see anything.
 
-`jaxcorr.projection.drr` defines the projector (notation, frames and units are in its docstring): a ray
-from s to q, both in continuous voxel index coordinates, is sampled on every plane x_a = m of
+`jaxcorr.projection.drr` defines the projector (notation, frames and units are in its docstring): a
+ray from s to q, both in continuous voxel index coordinates, is sampled on every plane x_a = m of
 its dominant axis a, with the value bilinearly interpolated in the two other axes (b, c) and
 zero outside the volume. Written densely, every ray reads max(X, Y, Z) planes; on a real CT
 padded to a cube most of those samples fall outside the volume or in the air around the

@@ -90,8 +90,9 @@ def correspondence_loop(weights, coarse_origin, coarse_spacing, geometry, *, pat
 
   Each voxel v of `voxels` is set to 1 in an otherwise empty coarse image and projected onto the
   patch grid of every view; voxels with weight above the threshold then add w_v p_i^v (p_j^v)^T
-  to a running max, p min-max normalised as in `jaxcorr.projection.labels` (whose module docstring defines
-  C). Voxels at or below the threshold are still projected, as the authors do, but add nothing.
+  to a running max, p min-max normalised as in `jaxcorr.projection.labels` (whose module docstring
+  defines C). Voxels at or below the threshold are still projected, as the authors do, but add
+  nothing.
 
   Args:
     weights: [X', Y', Z'] pooled weights (`labels.pool_weights`), NumPy.

@@ -1,7 +1,7 @@
 """Correspondence pretraining (paper, section 3.2): predict C between all view pairs, MSE loss.
 
-Data come from the volume bank of each split (`jaxcorr.data.from_config`) rendered on the fly, or from
-a generate job's shards (`data.mode='offline'`). The loss is the mean squared error between the
+Data come from the volume bank of each split (`jaxcorr.data.from_config`) rendered on the fly, or
+from a generate job's shards (`data.mode='offline'`). The loss is the mean squared error between the
 predicted scores and the labels, optionally weighting the rare positive entries (C > 0.2) by
 `loss.pos_weight` (> 1 raises recall at the cost of precision; 1 is the paper's plain MSE).
 Evaluation runs the model (train=False) on a fixed set of validation samples (no augmentation,

@@ -14,8 +14,8 @@ study per line (blank lines are skipped), each an object with
 
 Patch labels (`patch_pairs`). The model sees N views (slots 0..N-1) and scores the view pairs
 (i, j), i < j, in the order (0, 1), (0, 2), ..., (0, N-1), (1, 2), ... (`pair_indices`, the
-order of `jaxcorr.projection.labels`); pair p's scores are [L, L], rows the patches of view i, columns
-those of view j, patches flat row-major. A point pair becomes (p, row patch, column patch,
+order of `jaxcorr.projection.labels`); pair p's scores are [L, L], rows the patches of view i,
+columns those of view j, patches flat row-major. A point pair becomes (p, row patch, column patch,
 label) after mapping both points through their view's `Letterbox`; a pair whose a is in the
 later view is swapped. Dropped and counted: pairs touching a view not among the N slots
 ('unselected'), pairs within one view ('same_view'), pairs with a point off its image
@@ -78,7 +78,8 @@ class Study:
 
 
 def pair_indices(n: int) -> np.ndarray:
-  """[P, 2] int32 view pairs (0, 1), (0, 2), ..., (1, 2), ...: `jaxcorr.projection.labels`' order."""
+  """[P, 2] int32 view pairs (0, 1), (0, 2), ..., (1, 2), ...: `jaxcorr.projection.labels`'
+  order."""
   return np.asarray(list(itertools.combinations(range(int(n)), 2)), np.int32).reshape(-1, 2)
 
 

@@ -5,8 +5,8 @@ Conventions.
             pixel (row r, column c) is (x, y) = (c, r), and the pixel covers [c - 0.5, c + 0.5)
             x [r - 0.5, r + 0.5); an H x W image spans x in [-0.5, W - 0.5), y in
             [-0.5, H - 0.5), and rounding a point gives its pixel. (The convention of NumPy
-            indices and of `jaxcorr.projection.geometry`'s detector pixels. Tools that put (0, 0) at the
-            top-left corner of the first pixel differ by 0.5.)
+            indices and of `jaxcorr.projection.geometry`'s detector pixels. Tools that put (0, 0)
+            at the top-left corner of the first pixel differ by 0.5.)
   original  the radiograph as read: shape (H, W).
   model     the network input: out_shape (out_h, out_w), multiples of the patch size k.
   scale     s = min(out_h / H, out_w / W), one factor for both axes: the image fits inside and
@@ -18,8 +18,8 @@ Conventions.
                 original = (model + 0.5 - offset) / s - 0.5
             `to_model` and `to_original` are exact inverses (to float64 rounding).
   patches   the model grid holds (out_h / k) x (out_w / k) patches of k x k pixels, flattened
-            row-major (index r * (out_w / k) + c) as in `jaxcorr.projection.labels`; the centre of patch
-            (r, c) is the model point (c k + (k - 1) / 2, r k + (k - 1) / 2).
+            row-major (index r * (out_w / k) + c) as in `jaxcorr.projection.labels`; the centre of
+            patch (r, c) is the model point (c k + (k - 1) / 2, r k + (k - 1) / 2).
   apply     area averaging (antialiased for downsampling, box-like for upsampling): a model
             pixel's value is the mean of the original image over the pixel's footprint, the
             padding counting as 0. So pixels wholly inside the content keep a constant image's
