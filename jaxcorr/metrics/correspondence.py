@@ -2,11 +2,17 @@
 
   MSE        mean over all pairs and patch pairs of (C_pred - C_true)^2
   precision  TP / (TP + FP), recall TP / (TP + FN), with both C binarised at `threshold`
-             (0.2, as the authors do): positive = value > threshold
+             (0.2, as the authors do with torchmetrics' binary Precision / Recall):
+             positive = value > threshold, strictly. (torchmetrics first applies a sigmoid to
+             predictions outside [0, 1]; the authors' squared-cosine head never has any, and
+             neither do jaxcorr's [0, 1] heads; a plain-cosine prediction is binarised as is.)
   AP         average precision of C_pred as a score for the binary target C_true > threshold,
-             over all patch pairs: sum over the ranked list of precision@k at each positive,
-             divided by the number of positives (ties broken by a stable sort on -score, so
-             hand-made examples give exact values)
+             over all patch pairs, step-wise over the distinct scores t_1 > t_2 > ... :
+               AP = sum_k (R_k - R_{k-1}) P_k,  R_0 = 0,
+             P_k, R_k the precision and recall of "score >= t_k". Tied scores enter the ranking
+             together, so AP equals scikit-learn's average_precision_score and torchmetrics'
+             binary AveragePrecision (thresholds=None), the authors' metric; without ties it is
+             the mean of precision@k over the positives.
 
 Streaming: `CorrespondenceMetrics` keeps (sum, count) pairs and the score/target arrays, so
 averages over batches and devices are exact.
@@ -20,16 +26,24 @@ THRESHOLD = 0.2
 
 
 def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
-  """AP of `scores` for the boolean `targets` (flattened); NaN when there is no positive."""
+  """AP of `scores` for the boolean `targets` (flattened), ties as scikit-learn; NaN when there
+  is no positive.
+
+  Sorted by decreasing score, the last index of each run of equal scores closes a step: its
+  cumulative true positives tp_k and ranks n_k give P_k = tp_k / n_k and R_k = tp_k / n_pos.
+  """
   scores = np.asarray(scores, np.float64).ravel()
   targets = np.asarray(targets, bool).ravel()
   n_pos = targets.sum()
   if n_pos == 0:
     return float("nan")
   order = np.argsort(-scores, kind="stable")
-  hits = targets[order]
-  precision_at_k = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-  return float(precision_at_k[hits].sum() / n_pos)
+  ranked = scores[order]
+  tp = np.cumsum(targets[order])
+  last = np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1]   # end of each tie run
+  precision = tp[last] / (last + 1.0)
+  recall_step = np.diff(np.r_[0, tp[last]]) / n_pos
+  return float(np.sum(recall_step * precision))
 
 
 def confusion(pred: np.ndarray, true: np.ndarray, threshold: float = THRESHOLD) -> tuple[int, int, int]:
