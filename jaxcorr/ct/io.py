@@ -11,14 +11,18 @@ resulting world positions agree with ITK's physical points (`itk.imread`) for ax
 
 Checks raise `CTError` naming the file, the problem and what to do: a missing path, a 2D image
 or a singleton axis, several volumes in one file, NaN/inf, an all-air scan, values that are not
-HU (no air below -900 or nothing above +300: an MR or a label mask), a truncated file, and more
+HU (no air below -900 or nothing above +300: an MR or a label mask), a truncated file, a NIfTI
+header that declares more data than the file holds (checked before any allocation), and more
 voxels than `ct.max_voxels`.
 """
 
 from __future__ import annotations
 
+import gzip
 import itertools
+import os
 import pathlib
+import struct
 import zlib
 from typing import Iterator
 
@@ -36,6 +40,9 @@ OBLIQUE_TOL = 1e-3
 PADDING_BELOW = -1024.0
 AIR = -1000.0
 _NIFTI_UNIT_MM = {"meter": 1000.0, "mm": 1.0, "micron": 1e-3, "unknown": 1.0}
+# Deflate expands at most ~1032x (a 258-byte match in under 2 bits), so a .nii.gz of n bytes
+# holds at most this many times n bytes.
+DEFLATE_MAX_RATIO = 1032
 
 
 def clean_hu(data, *, window=(-1000.0, 3000.0)) -> np.ndarray:
@@ -197,6 +204,7 @@ def _read_nifti(path, max_voxels):
     img = nib.load(path)
     shape = _check_shape(img.shape, path)
     _check_size(shape, path, max_voxels)
+    _check_nifti_bytes(path, img.header, img.shape, getattr(img.dataobj, "offset", 0))
     data = img.get_fdata(dtype=np.float32, caching="unchanged").reshape(shape)
   except (EOFError, zlib.error, OSError, ValueError, nib.filebasedimages.ImageFileError) as e:
     if isinstance(e, CTError):
@@ -206,6 +214,47 @@ def _read_nifti(path, max_voxels):
   affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ img.affine  # RAS+ -> LPS
   affine[:3] *= _NIFTI_UNIT_MM[img.header.get_xyzt_units()[0]]
   return data, affine
+
+
+def _check_nifti_bytes(path, header, shape, offset: int) -> None:
+  """Raises a CTError when the header declares more bytes than the file holds, before any
+  allocation: against the file size for .nii; for .nii.gz against deflate's largest ratio, then
+  the gzip trailer (ISIZE, the size mod 2^32 of the last member), confirmed by a streamed count
+  (1 MiB at a time, stopping at the declared size) when the trailer says the data is short."""
+  offset = int(offset)
+  need = offset + int(np.prod(shape)) * header.get_data_dtype().itemsize
+  size = os.path.getsize(path)
+  have, bound = size, ""
+  if str(path).lower().endswith(".gz"):
+    have, bound = size * DEFLATE_MAX_RATIO, "at most "
+    if have >= need:
+      with open(path, "rb") as f:
+        f.seek(max(size - 4, 0))
+        (isize,) = struct.unpack("<I", f.read(4).rjust(4, b"\0"))
+      if need >= 2**32 or isize >= need:
+        return
+      have, bound = _gunzip_length(path, need), ""
+  if have < need:
+    raise CTError(f"{path}: the header declares {tuple(int(s) for s in shape)} voxels of "
+                  f"{header.get_data_dtype()} ({need:,} bytes with the {offset}-byte header), but "
+                  f"the file holds {bound}{have:,} bytes; the file is "
+                  "truncated or corrupt, or its header is wrong: re-download or re-export it.")
+
+
+def _gunzip_length(path, limit: int) -> int:
+  """Uncompressed bytes of a gzip file, counted up to `limit` (a truncated stream counts what
+  decompresses)."""
+  total = 0
+  try:
+    with gzip.open(path, "rb") as f:
+      while total < limit:
+        chunk = f.read(1 << 20)
+        if not chunk:
+          break
+        total += len(chunk)
+  except (EOFError, zlib.error, OSError):
+    pass
+  return total
 
 
 def _import_pydicom():
