@@ -83,12 +83,16 @@ def main(argv):
     # TPU pods and SLURM are detected by JAX; elsewhere JAX_COORDINATOR_ADDRESS plus
     # JAX_NUM_PROCESSES and JAX_PROCESS_ID (launch/gpu_multi_host.sh) say who is who.
     env = {"num_processes": "JAX_NUM_PROCESSES", "process_id": "JAX_PROCESS_ID"}
+    # Collectives between CPU processes (tests, CPU clusters) go through gloo; GPUs and TPUs
+    # use their own interconnect and ignore this.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(**{k: int(os.environ[v]) for k, v in env.items() if v in os.environ})
   logging.info("job %s, workdir %s", config.job, _WORKDIR.value)
+  from jaxcorr.core import config_diff  # pylint: disable=g-import-not-at-top
   from jaxcorr.data import validation  # pylint: disable=g-import-not-at-top
   try:
     jobs.run(config, _WORKDIR.value)
-  except validation.ConfigError as e:   # a bad field: the list of problems, not a traceback
+  except (validation.ConfigError, config_diff.ResumeError) as e:   # the fields, no traceback
     sys.stderr.write(f"FATAL {e}\n")
     sys.exit(2)
 

@@ -45,3 +45,16 @@ def param_shardings(abstract_tree, mesh: Mesh, *, fsdp: bool = False, fsdp_min_s
     return NamedSharding(mesh, P(*spec))
 
   return jax.tree.map(rule, abstract_tree)
+
+
+def to_host(x) -> np.ndarray:
+  """A (global) array as one NumPy array on every process.
+
+  On one process this is `np.asarray`; an array sharded over several processes' devices is
+  gathered first (`process_allgather`, tiled: the global shape), a collective that every
+  process must call.
+  """
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)

@@ -102,7 +102,8 @@ class RecipeMaker:
       self.counts[i] = len(a)
 
   def coverage(self, volume: int, params: dict) -> np.ndarray:
-    with jax.default_device(jax.devices("cpu")[0]):
+    # This process's own CPU device: with several processes jax.devices() lists them all.
+    with jax.default_device(jax.local_devices(backend="cpu")[0]):
       return np.asarray(_coverage(self.points[volume], self.counts[volume], params,
                                   self.extent[volume], self.framing))
 

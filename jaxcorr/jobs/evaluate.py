@@ -20,6 +20,7 @@ from absl import logging
 
 from jaxcorr.core import files, sharding
 from jaxcorr.core.choices import check_choice
+from jaxcorr.data import splits as splits_lib
 from jaxcorr.metrics import correspondence as metrics
 from jaxcorr.pictures import viz
 from jaxcorr.tasks import correspondence
@@ -66,7 +67,7 @@ def run(config, workdir: str) -> None:
   entries = [(d, config.checkpoint) for d in runs]
   if config.untrained:
     entries.insert(0, (runs[0], "untrained"))
-  rows = []
+  rows, skipped = [], []
   for run_dir, which in entries:
     run_cfg = _run_config(run_dir, config)
     task = correspondence.CorrespondenceTask(run_cfg, run_dir, mesh)
@@ -82,10 +83,12 @@ def run(config, workdir: str) -> None:
       m.update(pred, true)
       if n == 0:
         _overlays(workdir, len(rows), batch, pred, true, run_cfg.labels.patch, config.overlays)
+    skipped.extend(t for t in task.skipped if t not in skipped)
     result = m.result()
     rows.append({"run": os.path.basename(os.path.normpath(run_dir)), "model": name,
                  "checkpoint": which, **result})
     logging.info("%s: %s", name, result)
+  splits_lib.write_skipped(workdir, skipped)
   _write(workdir, rows)
 
 

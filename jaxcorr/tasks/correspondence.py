@@ -39,16 +39,25 @@ class CorrespondenceTask(task_lib.Task):
     self.mesh = mesh
     self.model = build.build_model(config.model)
     self._batch_sharding = sharding.batch_sharding(mesh)
+    self._workdir = workdir
     self._splits = (splits_lib.load_or_assign(config, workdir)
                     if config.data.mode == "on_the_fly" else None)
     self._banks = {}
     self._train = None
+    self.skipped = []   # (CT, reason) of the CTs skipped so far (ct.on_error='skip')
 
   # Data ------------------------------------------------------------------------------------
 
+  # Why a split must hold a volume, for the error when it holds none.
+  _NEEDED_BY = {"train": "training draws its samples from it",
+                "validation": "training evaluates on it every eval_every steps and at the end",
+                "test": "the evaluate job scores it"}
+
   def _bank(self, split: str):
     if split not in self._banks:
-      bank = from_config.build_bank(self._splits[split], self.config)
+      splits_lib.require(self._splits, split, self.config, self._workdir, self._NEEDED_BY[split])
+      bank = from_config.build_bank(self._splits[split], self.config, self.skipped,
+                                    label=f"split {split!r}")
       logging.info("%s bank: %d volumes of %s^3", split, len(bank), bank.images.shape[1])
       dev = samples.bank_arrays(bank, from_config.volume_dtype(self.config))
       dev = jax.device_put(dev, sharding.replicated(self.mesh))
@@ -83,6 +92,12 @@ class CorrespondenceTask(task_lib.Task):
                                   projector=from_config.projector(c))
 
   def train_batches(self):
+    # The evaluation data first, so an empty or unreadable validation split stops the run
+    # before its first step rather than at its first evaluation.
+    if self.config.data.mode == "offline":
+      records.shard_paths(self.config.data.shards, "validation")
+    else:
+      self._bank("validation")
     self._train = self.batches("train", seed=self.config.seed, train=True,
                                batch_size=self.config.batch_size)
     return self._train

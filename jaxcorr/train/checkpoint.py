@@ -16,6 +16,8 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from jaxcorr.core import files
+
 
 class Checkpoints:
   """Save / restore (state, data iterator state) pairs."""
@@ -24,11 +26,11 @@ class Checkpoints:
                best_metric: str = "ap", best_mode: str = "max"):
     self.best_metric = best_metric
     self.latest = ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), "checkpoints"),
+        os.path.join(files.absolute(workdir), "checkpoints"),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
         item_names=("state", "data"))
     self.best = ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), "best"),
+        os.path.join(files.absolute(workdir), "best"),
         options=ocp.CheckpointManagerOptions(
             max_to_keep=keep_best, create=True, best_mode=best_mode,
             best_fn=lambda m: m[best_metric]),
