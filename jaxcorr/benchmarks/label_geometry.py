@@ -34,7 +34,7 @@ from absl import app, flags
 from PIL import Image, ImageDraw, ImageFont
 
 from jaxcorr.ct import io, preprocess
-from jaxcorr.pictures import viz
+from jaxcorr.pictures import style, viz
 from jaxcorr.projection import drr, geometry, labels
 
 _DEFAULT_CT = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "ct",
@@ -294,7 +294,7 @@ def _figure(drr_img, cen, seen, radius, shift, table, bead_rows, iou, mse, w):
              "full-resolution DRR shows it; squares: its voxel's centroid under each geometry.\n"
              f"Right: shift vs distance from the image centre. C(true) vs C(authors): IoU of "
              f"labels > {BINARY_AT} = {iou:.3f}, MSE = {mse:.1e}.")
-  out = viz.captioned_rgb(np.asarray(both), caption)
+  out = style.caption(both, caption)
   os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
   out.quantize(colors=128).save(_OUT.value, optimize=True)
 

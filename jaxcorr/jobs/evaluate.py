@@ -3,7 +3,8 @@
 For every pretraining workdir in `config.runs` (and, with `config.untrained`, the first run's
 model at initialisation), the model of that run's `config.json` is restored from its best (or
 latest) checkpoint and scored on the 'test' split of that run's `splits.json` (volumes never
-seen in training): MSE, precision and recall at 0.2, and AP over all patch pairs, on
+seen in training), each row named as the paper's Table 1 names it (`models.build.row_name`):
+MSE, precision and recall at 0.2, and AP over all patch pairs, on
 `eval.batches` fixed batches. Writes `results.csv`, `results.json`, prints a markdown table,
 and `overlay_<run>_<n>.png` pictures of true vs predicted correspondences.
 """
@@ -22,7 +23,8 @@ from jaxcorr.core import files, sharding
 from jaxcorr.core.choices import check_choice
 from jaxcorr.data import splits as splits_lib
 from jaxcorr.metrics import correspondence as metrics
-from jaxcorr.pictures import viz
+from jaxcorr.models import build
+from jaxcorr.pictures import style, viz
 from jaxcorr.tasks import correspondence
 from jaxcorr.train import checkpoint, loop, state as state_lib
 
@@ -72,7 +74,7 @@ def run(config, workdir: str) -> None:
     run_cfg = _run_config(run_dir, config)
     task = correspondence.CorrespondenceTask(run_cfg, run_dir, mesh)
     params, model_state = _variables(run_dir, task, mesh, which)
-    name = f"{run_cfg.model.attention}" + (" (untrained)" if which == "untrained" else "")
+    name = build.row_name(run_cfg.model) + (" (untrained)" if which == "untrained" else "")
     m = metrics.CorrespondenceMetrics()
     batches = task.batches("test", seed=config.eval.seed, train=False,
                            batch_size=config.eval.batch_size)
@@ -95,14 +97,11 @@ def run(config, workdir: str) -> None:
 def _overlays(workdir, index, batch, pred, true, patch, count) -> None:
   views = np.asarray(batch["views"])[..., 0]
   for b in range(min(count, views.shape[0])):
-    pair = []
-    for label, corr in (("true", true[b, 0]), ("predicted", np.clip(pred[b, 0], 0, 1))):
-      queries = viz.pick_queries(true[b, 0], (views.shape[2] // patch, views.shape[3] // patch))
-      pair.append(np.asarray(viz.correspondence_figure(
-          views[b, 0], views[b, 1], corr, patch, queries=queries,
-          caption=f"{label} C, views 0 -> 1")))
-    viz.captioned_rgb(np.concatenate(pair, axis=0), "").save(
-        os.path.join(workdir, f"overlay_{index}_{b}.png"))
+    fig = viz.correspondence_figure(
+        views[b, 0], views[b, 1], {"true C": true[b, 0], "predicted C": pred[b, 0]}, patch,
+        caption="Views 0 (i) and 1 (j) of a held-out sample: query patches of view 0 "
+                "(outlined) and their true and predicted correspondence in view 1.")
+    style.save(os.path.join(workdir, f"overlay_{index}_{b}.png"), fig)
 
 
 def _write(workdir, rows) -> None:

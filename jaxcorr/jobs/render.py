@@ -19,7 +19,7 @@ from absl import logging
 
 from jaxcorr.core import files
 from jaxcorr.data import from_config
-from jaxcorr.pictures import viz
+from jaxcorr.pictures import style, viz
 from jaxcorr.projection import drr, geometry, labels
 
 
@@ -45,8 +45,10 @@ def run(config, workdir: str) -> None:
   files.write_json(os.path.join(workdir, "geometry.json"), _geometry_record(config, views))
   if config.png:
     for n, image in enumerate(images):
+      source, origin, u, v = (np.asarray(x[n]) for x in views)
       viz.save_radiograph(os.path.join(workdir, f"drr_{n}.png"), image,
-                          _caption(config.geometry, n, vol.source))
+                          _caption(config.geometry, n, vol.source), det_u=u, det_v=v,
+                          mm_per_px=viz.isocentre_mm_per_px(source, origin, u, v))
   if config.labels.enabled:
     _write_labels(config, workdir, vol, views, images)
   logging.info("wrote %s", workdir)
@@ -65,9 +67,9 @@ def _write_labels(config, workdir, vol, views, images) -> None:
     for p, (i, j) in enumerate(labels.pair_indices(len(images))):
       fig = viz.correspondence_figure(
           images[i], images[j], corr[p], lab.patch,
-          caption=f"views {i} -> {j}: outlined patches of view {i}, their correspondences in "
-                  f"view {j}\n(colour strength = C, patch {lab.patch} px)")
-      fig.save(os.path.join(workdir, f"corr_{i}_{j}.png"))
+          caption=f"Views {i} (i) and {j} (j): each row a query patch of view {i}, outlined, and "
+                  f"its correspondence C in view {j} ({lab.patch} px patches).")
+      style.save(os.path.join(workdir, f"corr_{i}_{j}.png"), fig)
 
 
 def _caption(g, n: int, source: str) -> str:
