@@ -18,8 +18,15 @@ Commands and what to expect:
       CPU steps it barely learns correspondences (held-out AP 0.35%, docs/benchmarks.md).
   python -m jaxcorr.main --config=configs/pretrain.py:vit --workdir=DIR
       one GPU: the paper_vit model (ViT-S/16 backbone) at 256 px, for ViT-S classifiers.
-Switches: model.attention in {none, superglue, loftr, transformer_mp, transformer} (Table 1),
-model.head in {cosine, cosine_squared}, data.mode in {on_the_fly, offline}.
+Switches: model.attention in {none, superglue, loftr, transformer_alternating, transformer}
+and model.message_passing (the authors' x + MLP([x, attention(x)]) layers); the paper's Table 1
+rows are `jaxcorr.models.build.TABLE1` (e.g. "standard transformer with message passing" =
+--config.model.attention=transformer --config.model.message_passing=True). model.head in
+{cosine, cosine_squared, cosine_squared_unclipped (the authors')}; model.rope in {2d, 1d (the
+authors': over the concatenated views, base 10000)}; model.init_torchvision=PATH starts the
+ResNet-50 from a torchvision state dict file (e.g. ImageNet's ResNet50_Weights, saved with
+torch.save(model.state_dict(), PATH) or as .safetensors; init_report.json says what loaded);
+data.mode in {on_the_fly, offline}.
 """
 
 import ml_collections
@@ -56,10 +63,13 @@ def get_config(arg=None):
   config.model = ml_collections.ConfigDict(dict(
       **SIZES["paper"],     # backbone, d_model, n_layers, n_heads, mlp_dim
       attention="transformer",
+      message_passing=False,   # True: the authors' layers, x + LN(MLP([x, LN(attention)]))
       head="cosine",
       in_channels=3,
       max_views=8,
-      rope_base=100.0,
+      rope="2d",            # 2d: axial on patch rows/cols | 1d: the authors', concatenated views
+      rope_base=0.0,        # 0: the rope's own base (2d: 100, 1d: 10000)
+      init_torchvision="",  # a torchvision ResNet-50 state dict file; empty = random init
       dtype="float32",      # compute dtype: float32 | bfloat16 (params and loss stay float32)
   ))
   config.loss = ml_collections.ConfigDict(dict(pos_weight=1.0))

@@ -163,3 +163,33 @@ def test_grid_positions_row_major():
   rows, cols = attention.grid_positions(2, 3)
   np.testing.assert_array_equal(rows, [0, 0, 0, 1, 1, 1])
   np.testing.assert_array_equal(cols, [0, 1, 2, 0, 1, 2])
+
+
+def test_rope_1d_over_concatenated_views_depends_only_on_index_differences():
+  # The authors' positions: token a of view n at n * L + a, base 10000 (`ROPE_BASES['1d']`).
+  q, k, _ = _qkv()
+  base = attention.ROPE_BASES["1d"]
+  assert base == 10000.0 and attention.ROPE_BASES["2d"] == attention.DEFAULT_ROPE_BASE == 100.0
+  index = np.arange(L)
+
+  def logits(shift_q, shift_k):
+    qr = attention.rope(jnp.asarray(q), (index + shift_q,), base=base)
+    kr = attention.rope(jnp.asarray(k), (index + shift_k,), base=base)
+    return np.einsum("bqhd,bkhd->bhqk", qr, kr)
+
+  ref = logits(0, 0)
+  for shift in (1, 6, 250):     # the same shift for q and k: the logits do not change
+    np.testing.assert_allclose(logits(shift, shift), ref, rtol=1e-4, atol=1e-4)
+  # q shifted by s and k by t: the same logits as k alone shifted by t - s.
+  np.testing.assert_allclose(logits(3, 5), logits(0, 2), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(logits(40, 7), logits(33, 0), rtol=1e-4, atol=1e-4)
+  # And the difference does matter.
+  assert not np.allclose(logits(0, 1), ref, atol=1e-3)
+  # `rope` dispatches on the number of position arrays.
+  rows, cols = _positions()
+  np.testing.assert_array_equal(attention.rope(jnp.asarray(q), (rows, cols)),
+                                attention.rope_2d(jnp.asarray(q), rows, cols))
+  np.testing.assert_array_equal(attention.rope(jnp.asarray(q), (index,), base=base),
+                                attention.rope_1d(jnp.asarray(q), index, base=base))
+  with pytest.raises(ValueError, match=r"\(index,\) or \(rows, cols\)"):
+    attention.rope(jnp.asarray(q), (rows, cols, rows))

@@ -185,7 +185,7 @@ def test_gradients_reach_every_parameter():
 
 @pytest.mark.parametrize("field, value, match", [
     ("attention", "perceiver", "allowed: none, superglue, loftr"),
-    ("head", "dot", "allowed: cosine, cosine_squared"),
+    ("head", "dot", "allowed: cosine, cosine_squared, cosine_squared_unclipped"),
     ("backbone", "resnet101", "allowed: resnet50"),
     ("in_channels", 2, "allowed: 1, 3"),
 ])
@@ -198,7 +198,7 @@ def test_closed_sets(field, value, match):
 def test_bad_inputs():
   with pytest.raises(ValueError, match="allowed: paper, paper_vit"):
     build.from_size("huge")
-  model = build.from_size("tiny", attention="transformer_mp")
+  model = build.from_size("tiny", attention="transformer_alternating")
   with pytest.raises(ValueError, match="at least 2 views"):
     jax.eval_shape(lambda v: model.init(jax.random.key(0), v, train=False), _views(n=1))
   with pytest.raises(ValueError, match="multiple of the backbone stride"):
@@ -217,3 +217,132 @@ def test_paper_size_model_on_abstract_shapes(preset, low, high):
   total = sum(counts.values())
   print(f"{preset}: {total:,} params ({counts}); the official PyTorch model has 30.1M")
   assert low < total < high
+
+
+def _layer_norm(x, p, eps=1e-5):
+  mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+  return (x - mean) / np.sqrt(var + eps) * p["scale"] + p["bias"]
+
+
+def _message_passing_reference(p, x, ctx):
+  """The authors' layer in NumPy: m = LN(Attn(LN_q(x), LN_k(ctx), LN_v(ctx))),
+  x + LN(fc2(gelu(fc1([x, m])))); x [Lq, D], ctx [Lk, D], no RoPE."""
+  from scipy.special import erf  # pylint: disable=import-outside-toplevel
+  q = np.einsum("ld,dhk->lhk", _layer_norm(x, p["norm_q"]), p["attn"]["query"]["kernel"])
+  k = np.einsum("ld,dhk->lhk", _layer_norm(ctx, p["norm_k"]), p["attn"]["key"]["kernel"])
+  v = np.einsum("ld,dhk->lhk", _layer_norm(ctx, p["norm_v"]), p["attn"]["value"]["kernel"])
+  logits = np.einsum("qhk,lhk->hql", q, k) / np.sqrt(q.shape[-1])
+  w = np.exp(logits - logits.max(-1, keepdims=True))
+  w /= w.sum(-1, keepdims=True)
+  heads = np.einsum("hql,lhk->qhk", w, v)
+  m = _layer_norm(np.einsum("qhk,hkd->qd", heads, p["attn"]["out"]["kernel"]), p["attn_norm"])
+  h = np.concatenate([x, m], -1) @ p["mlp"]["fc1"]["kernel"] + p["mlp"]["fc1"]["bias"]
+  h = 0.5 * h * (1 + erf(h / np.sqrt(2)))
+  y = h @ p["mlp"]["fc2"]["kernel"] + p["mlp"]["fc2"]["bias"]
+  return x + _layer_norm(y, p["mlp_norm"])
+
+
+def test_message_passing_block_matches_the_authors_definition():
+  d, lq, lk = 16, 5, 7
+  block = transformer.MessagePassingBlock(num_heads=2, mlp_dim=24)
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((1, lq, d)).astype(np.float32)
+  ctx = rng.standard_normal((1, lk, d)).astype(np.float32)
+  shapes = jax.eval_shape(lambda: block.init(jax.random.key(0), x, ctx))["params"]
+  params = jax.tree.map(lambda a: rng.standard_normal(a.shape).astype(np.float32) * 0.5, shapes)
+  assert sorted(params) == ["attn", "attn_norm", "mlp", "mlp_norm", "norm_k", "norm_q",
+                            "norm_v"]
+  assert sorted(params["attn"]["query"]) == ["kernel"]          # no q / k / v / out biases
+  assert params["mlp"]["fc1"]["kernel"].shape == (2 * d, 24)    # MLP on [x, m]: 2D -> mlp_dim
+  assert params["mlp"]["fc2"]["kernel"].shape == (24, d)
+  apply = jax.jit(block.apply)
+  out = np.asarray(apply({"params": params}, x, ctx))
+  assert out.shape == x.shape
+  np.testing.assert_allclose(out[0], _message_passing_reference(params, x[0], ctx[0]),
+                             rtol=1e-4, atol=1e-4)
+  # Self-attention without a context; and the residual: a zero output norm passes x through.
+  np.testing.assert_allclose(np.asarray(jax.jit(block.apply)({"params": params}, x))[0],
+                             _message_passing_reference(params, x[0], x[0]), rtol=1e-4, atol=1e-4)
+  silent = {**params, "mlp_norm": jax.tree.map(np.zeros_like, params["mlp_norm"])}
+  np.testing.assert_array_equal(np.asarray(apply({"params": silent}, x, ctx)), x)
+
+
+@pytest.mark.parametrize("attention", ["transformer", "transformer_alternating", "superglue",
+                                       "loftr"])
+def test_message_passing_with_every_attention(attention):
+  views = _views()
+  (corr, aux), variables = _run(views, attention=attention, message_passing=True)
+  encoder = variables["params"]["encoder"]
+  assert sorted(encoder) == ["layer_0", "layer_1"]               # no final norm
+  assert sorted(encoder["layer_0"]) == ["attn", "attn_norm", "mlp", "mlp_norm", "norm_k",
+                                        "norm_q", "norm_v"]
+  assert encoder["layer_0"]["mlp"]["fc1"]["kernel"].shape == (2 * 64, 128)
+  assert corr.shape == (B, P, L, L) and aux["tokens"].shape == (B, N, L, 64)
+  assert np.all(np.isfinite(corr))
+  # The message depends on the other views (joint or cross layers).
+  changed = views.at[:, 1].set(1.0 - views[:, 1])
+  (corr2, aux2), _ = _run(changed, attention=attention, message_passing=True)
+  assert not np.allclose(aux2["tokens"][:, 0], aux["tokens"][:, 0], atol=1e-4)
+
+
+def test_message_passing_needs_attention_and_transformer_mp_was_renamed():
+  for fields, match in (
+      (dict(attention="none", message_passing=True), "attention='none' has none"),
+      (dict(attention="transformer_mp"),
+       "attention='transformer_mp' was renamed: use 'transformer_alternating'"),
+      (dict(rope="3d"), "rope='3d' is not allowed; allowed: 2d, 1d")):
+    model = build.from_size("tiny", **fields)
+    with pytest.raises(ValueError, match=match):
+      jax.eval_shape(lambda v, m=model: m.init(jax.random.key(0), v, train=False), _views())
+
+
+def test_rope_1d_positions_run_over_the_concatenated_views():
+  rows, cols = jnp.arange(4) // 2, jnp.arange(4) % 2          # a 2 x 2 grid, L = 4
+  (index,) = transformer.token_positions("1d", 3, rows, cols)
+  np.testing.assert_array_equal(index, np.arange(12))         # view n, patch a -> n * 4 + a
+  r, c = transformer.token_positions("2d", 3, rows, cols)
+  np.testing.assert_array_equal(r, np.tile([0, 0, 1, 1], 3))
+  np.testing.assert_array_equal(c, np.tile([0, 1, 0, 1], 3))
+  assert transformer.Encoder(rope="1d")._base == 10000.0
+  assert transformer.Encoder(rope="2d")._base == 100.0
+  assert transformer.Encoder(rope="1d", rope_base=50.0)._base == 50.0
+  views = _views()
+  for attention in ("transformer", "transformer_alternating"):
+    (c1, _), variables = _run(views, attention=attention, rope="1d")
+    (c2, _) = _model_apply(attention=attention)[1](variables, views)   # same weights, 2D RoPE
+    assert np.all(np.isfinite(c1)) and not np.allclose(c1, c2, atol=1e-4)
+
+
+def test_unclipped_squared_cosine_head_is_the_authors():
+  tokens = jax.random.normal(jax.random.key(0), (2, 3, 5, 8))
+  cos = np.asarray(correspondence.correspondence_scores(tokens, "cosine"))
+  sq = np.asarray(correspondence.correspondence_scores(tokens, "cosine_squared_unclipped"))
+  np.testing.assert_allclose(sq, cos ** 2, atol=1e-6)
+  assert sq.min() >= 0 and sq.max() <= 1
+  # Opposite tokens: a match for the authors' head, none for the clipped square.
+  opposite = jnp.stack([tokens[:, 0], -tokens[:, 0]], axis=1)
+  for head, value in (("cosine_squared_unclipped", 1.0), ("cosine_squared", 0.0),
+                      ("cosine", -1.0)):
+    scores = correspondence.correspondence_scores(opposite, head)
+    np.testing.assert_allclose(np.diagonal(scores[:, 0], axis1=-2, axis2=-1), value, atol=1e-5)
+
+
+def test_table1_rows_by_the_papers_names():
+  assert list(build.TABLE1) == ["no attention", "SuperGlue-style", "LoFTR-style",
+                                "standard transformer with message passing",
+                                "standard transformer"]
+  for name, fields in build.TABLE1.items():
+    assert build.row_name(fields) == name
+    build.from_size("tiny", **fields)          # every row is a model
+  assert build.row_name({"attention": "transformer"}) == "standard transformer"   # old runs
+  assert build.row_name({"attention": "transformer_alternating"}) == "transformer_alternating"
+  assert build.row_name({"attention": "transformer_alternating", "message_passing": True}) == (
+      "transformer_alternating, message passing")
+
+
+def test_build_model_leaves_out_the_task_keys():
+  block = {**build.SIZES["tiny"], "attention": "transformer", "message_passing": True,
+           "head": "cosine", "in_channels": 3, "max_views": 8, "rope": "1d", "rope_base": 0.0,
+           "init_torchvision": "/some/resnet50.pth", "dtype": "float32"}
+  model = build.build_model(block)
+  assert model.message_passing and model.rope == "1d" and model.dtype == jnp.float32

@@ -75,3 +75,31 @@ def test_main_prints_the_problems_without_a_traceback(tmp_path):
   assert res.returncode == 2
   assert "FATAL bad config (nothing was run):\n  config.geometry.detector_size=(0, 0)" in res.stderr
   assert "Traceback" not in res.stderr and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("model.attention", "transformer_mp", "config.model.attention='transformer_mp' was renamed: "
+                                          "use 'transformer_alternating'"),
+    ("model.attention", "perceiver", "config.model.attention='perceiver' is not allowed; "
+                                     "allowed: none, superglue, loftr, transformer_alternating"),
+    ("model.head", "dot", "config.model.head='dot' is not allowed; allowed: cosine, "
+                          "cosine_squared, cosine_squared_unclipped"),
+    ("model.rope", "3d", "config.model.rope='3d' is not allowed; allowed: 2d, 1d"),
+    ("model.rope_base", -1.0, "config.model.rope_base=-1.0: expected a number >= 0"),
+])
+def test_model_fields(field, value, message):
+  config = pretrain.get_config("tiny")
+  config.update_from_flattened_dict({field: value})
+  found = validation.problems(config)
+  assert len(found) == 1 and found[0].startswith(message), found
+
+
+def test_model_field_types():
+  # ml_collections keeps a field's type, so these cannot even be set on the config; the rules
+  # still guard configs built by hand (e.g. a dict from an old run's config.json).
+  config = pretrain.get_config("tiny").to_dict()
+  config["model"]["message_passing"] = "yes"
+  config["model"]["init_torchvision"] = 3
+  assert validation.problems(config) == [
+      "config.model.message_passing='yes': expected True or False",
+      "config.model.init_torchvision=3: expected a string (a path, or empty)"]

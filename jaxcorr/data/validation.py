@@ -3,7 +3,9 @@ choice field, and the relations between fields, with errors that name the field,
 what would work.
 
 The rules are a table keyed by field (`RULES`), applied to the fields a job's config has;
-choices come from `from_config.CHOICES`; relations (sdd > sid, a detector divisible by the
+choices come from `from_config.CHOICES` and, for the correspondence model's switches
+(`model.attention`, `model.head`, `model.rope`), from `core.choices.MODEL_CHOICES` (an old value
+such as attention='transformer_mp' is named with its new spelling); relations (sdd > sid, a detector divisible by the
 patch, an ordered HU window) follow. All problems are reported at once.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import numbers
 
+from jaxcorr.core import choices
 from jaxcorr.data import from_config
 
 
@@ -64,6 +67,14 @@ def fractions():
   return ok, "three fractions >= 0 (train, validation, test), not all 0"
 
 
+def boolean():
+  return (lambda v: isinstance(v, bool)), "True or False"
+
+
+def text():
+  return (lambda v: isinstance(v, str)), "a string (a path, or empty)"
+
+
 _POSITIVE_INTS = pair(lambda x: _is_int(x) and x >= 1, "integers >= 1", "(256, 256)")
 
 RULES = {
@@ -98,6 +109,9 @@ RULES = {
     "generate.samples_per_volume": integer(1),
     "generate.render_batch": integer(1),
     "optim.learning_rate": number(0, strict=True),
+    "model.message_passing": boolean(),
+    "model.rope_base": number(0),
+    "model.init_torchvision": text(),
 }
 
 
@@ -122,6 +136,14 @@ def problems(config) -> list[str]:
     if present:
       try:
         from_config.check_choice(field, value)
+      except ValueError as e:
+        found.append(str(e))
+  for key, allowed in choices.MODEL_CHOICES.items():
+    value, present = _get(config, f"model.{key}")
+    if present:
+      try:
+        choices.check_choice(f"config.model.{key}", value, allowed,
+                             renamed=choices.MODEL_RENAMED.get(key))
       except ValueError as e:
         found.append(str(e))
   return found + _relations(config)

@@ -17,6 +17,11 @@ transpose of one by angle b is one by b - a, the logit <R(r, c) q, R(r', c') k> 
 positions only through (r' - r, c' - c). The default base is 100, not the 10000 of language
 models: patch grids are tens of positions wide, and base 10000 would leave most frequencies
 rotating by almost nothing over the grid (Heo et al. use 100 for the same reason).
+`rope_1d` alone is the authors' choice: 1D RoPE over the index of each token in the concatenated
+views (view n's patch a at n * L + a), base 10000 (`ROPE_BASES`). They rotate adjacent pairs
+(x_2j, x_2j+1) where `rope_1d` rotates (x_j, x_j+D/2): the same rotations on a fixed permutation
+of each head's dimensions, which the learned query and key projections absorb. `rope` applies
+either from a tuple of position arrays, (index,) or (row, col).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import jax
 import jax.numpy as jnp
 
 DEFAULT_ROPE_BASE = 100.0
+# The frequency base of each rotary embedding (`config.model.rope`) when rope_base is 0 (auto).
+ROPE_BASES = {"2d": DEFAULT_ROPE_BASE, "1d": 10000.0}
 
 
 def dot_product_attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray,
@@ -138,6 +145,15 @@ def rope_2d(x: jnp.ndarray, rows: jnp.ndarray, cols: jnp.ndarray,
     raise ValueError(f"rope_2d needs a head dimension divisible by 4, got {depth}.")
   x_row, x_col = jnp.split(x, 2, axis=-1)
   return jnp.concatenate([rope_1d(x_row, rows, base), rope_1d(x_col, cols, base)], axis=-1)
+
+
+def rope(x: jnp.ndarray, positions: tuple, base: float = DEFAULT_ROPE_BASE) -> jnp.ndarray:
+  """`rope_1d` for positions (index,), `rope_2d` for (rows, cols); each array [L] or [B, L]."""
+  if len(positions) == 1:
+    return rope_1d(x, positions[0], base)
+  if len(positions) == 2:
+    return rope_2d(x, *positions, base=base)
+  raise ValueError(f"rope takes (index,) or (rows, cols) positions, got {len(positions)} arrays.")
 
 
 def grid_positions(height: int, width: int) -> tuple[jnp.ndarray, jnp.ndarray]:

@@ -10,8 +10,10 @@ conv, as timm does for grey inputs).
 Tokens. Each view's backbone grid h x w = (H / k) x (W / k) is flattened row-major into
 L = h * w tokens (patch a = r * w + c, as in `jaxcorr.projection.labels`) and projected to d_model.
 Attention variants (`transformer.ATTENTIONS`) add a learned view embedding (view n gets row n of
-a [max_views, d_model] table) and use axial 2D RoPE on the patch coordinates, which are the same
-in every view; 'none' adds neither (tokens never interact).
+a [max_views, d_model] table) and use RoPE (`rope`: axial 2D on the patch coordinates, the same
+in every view, or the authors' 1D over the concatenated views); 'none' adds neither (tokens
+never interact). `message_passing` chooses the encoder's layer update (the authors' x + MLP([x,
+m]) or each variant's own; `transformer` module docstring).
 
 Head (`correspondence_scores`). For each pair (i, j) of `labels.pair_indices(N)`, in the order
 (0, 1), (0, 2), ..., (1, 2), ...: S_ij[a, b] = <t_i^a, t_j^b> / (|t_i^a| |t_j^b|), float32.
@@ -19,6 +21,8 @@ Head (`correspondence_scores`). For each pair (i, j) of `labels.pair_indices(N)`
   'cosine_squared'  max(S, 0)^2 in [0, 1]: clipped at 0 before squaring so that opposite tokens
                     score 0 (no match), like the labels C >= 0; a plain square would score
                     S = -1 as a perfect match. Squaring sharpens the scores near 1.
+  'cosine_squared_unclipped'  S^2 in [0, 1], the authors' head (torch.pow(cos, 2)): opposite
+                    tokens score as a match.
 Output: (corr [B, P, L, L] float32, aux {'tokens': [B, N, L, d_model] float32}); rows of
 corr[:, p] index view i's patches, columns view j's, so swapping two views transposes.
 
@@ -34,12 +38,12 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcorr.core.choices import check_choice
+from jaxcorr.core.choices import MODEL_CHOICES, MODEL_RENAMED, check_choice
 from jaxcorr.models import attention as attn_lib, resnet as resnet_lib, transformer, vit as vit_lib
 from jaxcorr.projection.labels import pair_indices
 
 Dtype = Any
-HEADS = ("cosine", "cosine_squared")
+HEADS = MODEL_CHOICES["head"]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INCEPTION_MEAN = (0.5, 0.5, 0.5)
@@ -82,7 +86,8 @@ def correspondence_scores(tokens: jnp.ndarray, head: str = "cosine",
 
   Args:
     tokens: [B, N, L, D] tokens.
-    head: 'cosine' (in [-1, 1]) or 'cosine_squared' (max(cos, 0)^2, in [0, 1]).
+    head: 'cosine' (in [-1, 1]), 'cosine_squared' (max(cos, 0)^2, in [0, 1]) or
+      'cosine_squared_unclipped' (cos^2, in [0, 1]).
     pairs: [P, 2] view pairs (default `labels.pair_indices(N)`).
 
   Returns:
@@ -97,6 +102,8 @@ def correspondence_scores(tokens: jnp.ndarray, head: str = "cosine",
   scores = jnp.clip(scores, -1.0, 1.0)
   if head == "cosine_squared":
     scores = jnp.square(jnp.maximum(scores, 0.0))
+  elif head == "cosine_squared_unclipped":
+    scores = jnp.square(scores)
   return scores
 
 
@@ -108,10 +115,12 @@ class CorrespondenceModel(nn.Module):
   n_heads: int = 8
   mlp_dim: int = 1024
   attention: str = "transformer"
+  message_passing: bool = False
   head: str = "cosine"
   in_channels: int = 3
   max_views: int = 8
-  rope_base: float = attn_lib.DEFAULT_ROPE_BASE
+  rope: str = "2d"
+  rope_base: float = 0.0           # 0: the base of `rope` (attention.ROPE_BASES)
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -126,7 +135,8 @@ class CorrespondenceModel(nn.Module):
     Returns:
       (corr [B, P, L, L] float32, aux {'tokens': [B, N, L, d_model] float32}).
     """
-    check_choice("attention", self.attention, transformer.ATTENTIONS)
+    check_choice("attention", self.attention, transformer.ATTENTIONS,
+                 renamed=MODEL_RENAMED["attention"])
     check_choice("head", self.head, HEADS)
     b, n, height, width = check_views(views, self.max_views, self.in_channels)
     backbone, mean, std = make_backbone(self.backbone, self.dtype)
@@ -145,6 +155,7 @@ class CorrespondenceModel(nn.Module):
       tokens = tokens + view_embed[None, :n, None, :].astype(tokens.dtype)
     rows, cols = attn_lib.grid_positions(h, w)
     tokens = transformer.Encoder(self.attention, self.n_layers, self.n_heads, self.mlp_dim,
+                                 message_passing=self.message_passing, rope=self.rope,
                                  rope_base=self.rope_base, dtype=self.dtype, name="encoder")(
                                      tokens, rows, cols, bias=bias)
     tokens = tokens.astype(jnp.float32)
