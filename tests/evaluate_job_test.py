@@ -18,7 +18,8 @@ def test_evaluate_scores_a_run_and_its_untrained_model(tiny_pretrain_run, tmp_pa
   config.eval.batch_size = 2
   jobs.run(config, str(tmp_path / "eval"))
   rows = json.loads((tmp_path / "eval" / "results.json").read_text())
-  assert [r["model"] for r in rows] == ["transformer (untrained)", "transformer"]
+  # Rows named as the paper's Table 1 names them.
+  assert [r["model"] for r in rows] == ["standard transformer (untrained)", "standard transformer"]
   for r in rows:
     assert 0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1 and r["mse"] >= 0
   assert "| run | model | MSE |" in (tmp_path / "eval" / "results.md").read_text()
