@@ -9,6 +9,10 @@ import ml_collections
 
 # Sentinel for "compute from the other fields" (ml_collections needs a fixed type per field).
 AUTO = 0.0
+# Every job that resumes (training, generate, make_fractures, make_sparse) has `resume_anyway`:
+# True continues a workdir whose config.json differs in fields that alter shapes or the data
+# stream (jaxcorr.core.config_diff); the default stops with the list of those fields.
+RESUME_ANYWAY = False
 
 
 def parse_preset(arg, allowed):
@@ -123,6 +127,7 @@ def add_sample_sources(config, *, size, phantoms):
   config.labels = labels()
   config.drr = drr()
   config.data = data(phantoms=phantoms)
+  config.resume_anyway = RESUME_ANYWAY
   return config
 
 
@@ -206,6 +211,7 @@ def training(steps, learning_rate=1e-4, batch_size=16):
       log_every=0,
       eval_every=0,
       stop_after_step=0,            # > 0: stop cleanly after this step (time-boxed runs)
+      resume_anyway=RESUME_ANYWAY,
       optim=ml_collections.ConfigDict(dict(
           learning_rate=learning_rate,  # paper: 1e-4 pretraining, 1e-5 fine-tuning
           warmup_steps=0,

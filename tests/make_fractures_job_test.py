@@ -152,13 +152,16 @@ def test_ct_folder_with_a_volume_without_long_bone(tmp_path):
   make_fractures.run(_config(**overrides, **{"ct.on_error": "skip"}), str(out))
   manifest = json.loads((out / "manifest.json").read_text())
   assert [os.path.basename(p) for p in manifest["skipped_volumes"]] == ["b_ball.nii.gz"]
+  (skipped,) = manifest["skipped"]   # this run's, with the reason
+  assert skipped["volume"].endswith("b_ball.nii.gz") and "no long bone" in skipped["reason"]
   assert manifest["labels"]["train"] == {"positive": 1, "negative": 1}
   (shard,) = _shards(str(out), "train")  # the empty shard is left out
   recs = _records(shard)
   assert sorted(r["label"] for r in recs) == [0, 1]
   assert recs[0]["volume"].endswith("a_rod.nii.gz") and recs[0]["corr"].shape == (0,)
   assert recs[0]["views"].shape == (2, 48, 48)
-  with pytest.raises(FileNotFoundError, match="run python -m jaxcorr.main --config=configs/make"):
+  with pytest.raises(FileNotFoundError, match="the make_fractures dataset .* has no samples in "
+                                              "split 'test' .*'test': 0"):
     _shards(str(out), "test")
   with pytest.raises(ValueError, match="allowed: train, validation, test"):
     _shards(str(out), "valid")

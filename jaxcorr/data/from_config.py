@@ -141,8 +141,9 @@ def bank_entries(name: str, config) -> list[dict]:
           for cube in volumes.cube_chunks(vol, size=config.ct.size, split_mm=config.data.split_mm)]
 
 
-def build_bank(names: list[str], config) -> volumes.VolumeBank:
-  """Loads and preprocesses every volume (skipping bad CTs when ct.on_error='skip')."""
+def load_entries(names: list[str], config, skipped: list | None = None) -> list[dict]:
+  """The bank entries of `names`. A bad CT raises its CTError (ct.on_error='raise'), or is
+  logged and its (name, reason) appended to `skipped` (ct.on_error='skip')."""
   check_choice("ct.on_error", config.ct.on_error)
   entries = []
   for name in names:
@@ -151,7 +152,29 @@ def build_bank(names: list[str], config) -> volumes.VolumeBank:
     except io.CTError as e:
       if config.ct.on_error == "raise":
         raise
-      logging.warning("skipping %s: %s", name, e)
+      logging.warning("skipping %s (ct.on_error='skip'): %s", name, e)
+      if skipped is not None:
+        skipped.append((name, str(e)))
+  return entries
+
+
+def build_bank(names: list[str], config, skipped: list | None = None,
+               label: str = "the bank") -> volumes.VolumeBank:
+  """Loads and preprocesses every volume of `names` (skipping bad CTs when ct.on_error='skip',
+  see `load_entries`).
+
+  Raises:
+    CTError: a bad CT, with ct.on_error='raise'.
+    ValueError: every CT was skipped, each named with the reason (`label` says whose bank).
+  """
+  mine = []
+  entries = load_entries(names, config, mine)
+  if skipped is not None:
+    skipped.extend(mine)
+  if not entries and mine:
+    raise ValueError(f"no volumes left for {label}: all {len(mine)} of its CTs were skipped "
+                     "(ct.on_error='skip'): " + "; ".join(f"{n}: {r}" for n, r in mine)
+                     + ". Fix or replace those files, or add CTs.")
   return volumes.stack(entries)
 
 

@@ -17,6 +17,7 @@ jobs' workdirs) holds `<split>/<NNNNN>.array_record` shards and a `manifest.json
 from __future__ import annotations
 
 import glob
+import json
 import os
 import subprocess
 
@@ -25,7 +26,7 @@ import numpy as np
 from flax import serialization
 
 import jaxcorr
-from jaxcorr.core import files
+from jaxcorr.core import config_diff, files
 from jaxcorr.core.choices import check_choice
 from jaxcorr.data.splits import SPLITS
 
@@ -96,6 +97,13 @@ def shard_paths(folder: str, split: str, job: str = "generate") -> list[str]:
   check_choice("split", split, SPLITS)
   paths = [p for p in sorted(glob.glob(os.path.join(folder, split, "*.array_record")))
            if num_records(p) > 0]
+  if not paths and os.path.exists(os.path.join(folder, "manifest.json")):
+    counts = files.read_json(os.path.join(folder, "manifest.json")).get("counts", {})
+    raise FileNotFoundError(
+        f"the {job} dataset {folder} has no samples in split {split!r} (volumes per split: "
+        f"{ {s: c.get('volumes') for s, c in counts.items()} }): make it again from more CTs (3 "
+        f"or more give every split one), or with data.splits giving {split!r} a volume, into a "
+        "new workdir")
   if not paths:
     raise FileNotFoundError(f"no complete shards in {os.path.join(folder, split)}: run "
                             f"python -m jaxcorr.main --config=configs/{job}.py "
@@ -112,15 +120,26 @@ def _code_version() -> str:
   return f"jaxcorr {jaxcorr.__version__}" + (f" ({rev})" if rev else "")
 
 
-def write_manifest(folder: str, config, assignment: dict, rejected: int) -> dict:
-  """Writes `manifest.json` of a dataset folder: samples and volumes per split, the view draws
-  rejected this run, the code version, the devices and the config; returns the counts."""
+def write_manifest(folder: str, config, rejected: int, skipped: list | None = None) -> dict:
+  """Writes `manifest.json` of a dataset folder: volumes (with a non-empty shard) and samples per
+  split, the view draws rejected this run, the CTs skipped this run and why
+  (ct.on_error='skip'), the code version, the devices and the config the shards were written
+  with; `mixed_configs` lists the fields ('field: old -> new') in which an earlier run's
+  shards differ (only with resume_anyway=True: the resume guard refuses otherwise). Returns
+  the counts."""
+  path = os.path.join(folder, "manifest.json")
+  mixed = []   # shards written with other configs (resume_anyway=True), as 'field: old -> new'
+  if os.path.exists(path):
+    earlier = files.read_json(path)
+    mixed = earlier.get("mixed_configs", []) + config_diff.diff(
+        earlier.get("config", {}), json.loads(config.to_json_best_effort()))[0]
   counts = {}
   for split in SPLITS:
-    shards = glob.glob(os.path.join(folder, split, "*.array_record"))
-    counts[split] = {"volumes": len(assignment[split]),
-                     "samples": sum(num_records(p) for p in shards)}
-  files.write_json(os.path.join(folder, "manifest.json"), {
-      "counts": counts, "rejected_this_run": rejected, "code_version": _code_version(),
-      "devices": [str(d) for d in jax.devices()], "config": config.to_dict()})
+    sizes = [num_records(p) for p in glob.glob(os.path.join(folder, split, "*.array_record"))]
+    counts[split] = {"volumes": sum(1 for n in sizes if n), "samples": sum(sizes)}
+  files.write_json(path, {
+      "counts": counts, "rejected_this_run": rejected,
+      "skipped": [{"volume": n, "reason": r} for n, r in skipped or ()],
+      "code_version": _code_version(), "devices": [str(d) for d in jax.devices()],
+      "config": config.to_dict(), "mixed_configs": mixed})
   return counts

@@ -2,7 +2,9 @@
 
 Splits are by CT volume, so no patient is in two splits. The assignment is written to
 `<workdir>/splits.json` the first time and reused afterwards (also when the folder gains files:
-new volumes go to 'train' and are logged).
+new volumes go to 'train' and are logged). A split a job needs but that holds no volume (a
+folder of fewer than 3 CTs) is an error before any work (`require`), and the CTs a run skipped
+(`ct.on_error='skip'`) are listed with the reason in `<workdir>/skipped.json` (`write_skipped`).
 """
 
 from __future__ import annotations
@@ -73,3 +75,36 @@ def load_or_assign(config, workdir: str) -> dict[str, list[str]]:
   result = assign_splits(names, config.data.splits, config.seed)
   files.write_json(path, result)
   return result
+
+
+def require(assignment: dict[str, list[str]], split: str, config, workdir: str,
+            needed_by: str) -> None:
+  """Raises a ValueError when `split` holds no volume: the counts of every split, and what to
+  do (more CTs, or `data.splits` that give the split a volume with a fresh splits.json)."""
+  check = assignment.get(split) or []
+  if check:
+    return
+  counts = ", ".join(f"{s} {len(assignment.get(s, []))}" for s in SPLITS)
+  total = sum(len(assignment.get(s, [])) for s in SPLITS)
+  source = (f"ct.path={config.ct.path!r}" if config.ct.path
+            else f"data.phantoms={config.data.phantoms}")
+  raise ValueError(
+      f"split {split!r} holds no volume: the {total} volumes of {source} are split {counts} "
+      f"(data.splits={tuple(config.data.splits)}, by volume; saved in "
+      f"{os.path.join(workdir, 'splits.json')}), and {needed_by}. Add CTs (3 or more give "
+      f"every split one), or give {split!r} a volume with data.splits (e.g. "
+      f"--config.data.splits=\"(0.5, 0.5, 0.0)\" for 2 CTs) and delete that splits.json, which "
+      "keeps the first assignment.")
+
+
+def write_skipped(workdir: str, skipped: list[tuple[str, str]]) -> None:
+  """Lists the CTs this run skipped (ct.on_error='skip') and why in `<workdir>/skipped.json`
+  (a stale list is removed when none was skipped) and logs a summary."""
+  path = os.path.join(workdir, "skipped.json")
+  if not skipped:
+    if os.path.exists(path):
+      os.remove(path)
+    return
+  files.write_json(path, [{"volume": n, "reason": r} for n, r in skipped])
+  logging.warning("skipped %d CTs (ct.on_error='skip'), listed with the reasons in %s: %s",
+                  len(skipped), path, ", ".join(n for n, _ in skipped))

@@ -23,6 +23,11 @@ JOBS = {
 }
 
 
+# Jobs that continue an earlier run's work in the same workdir (checkpoints, shards, studies):
+# their config is compared with the workdir's config.json first (`core.config_diff`).
+RESUMABLE = ("pretrain", "finetune", "classify", "generate", "make_fractures", "make_sparse")
+
+
 def run(config, workdir: str) -> None:
   """Runs the job named by `config.job` in `workdir`."""
   if config.job not in JOBS:
@@ -30,4 +35,7 @@ def run(config, workdir: str) -> None:
   # Every field checked before any work (imported here: `import jaxcorr.jobs` stays light).
   from jaxcorr.data import validation  # pylint: disable=import-outside-toplevel
   validation.validate(config)
+  if config.job in RESUMABLE:
+    from jaxcorr.core import config_diff  # pylint: disable=import-outside-toplevel
+    config_diff.check_resume(config, workdir)
   importlib.import_module(JOBS[config.job]).run(config, workdir)

@@ -5,12 +5,18 @@ Layout of the workdir:
   <split>/<NNNNN>.array_record   one shard per volume (all its z chunks), `samples_per_volume`
                               samples per chunk; written under a temporary name and renamed,
                               so an existing shard is complete
-  manifest.json               counts per split, rejections, the config and the code version
+  manifest.json               counts per split, rejections, the CTs skipped and why
+                              (ct.on_error='skip'), the config and the code version
   config.json
 
-Resumable: shards that exist are skipped, so a killed run continues where it stopped. The next
+Resumable: shards that exist are skipped, so a killed run continues where it stopped. A CT
+skipped with ct.on_error='skip' gets no shard, so every rerun tries it again (and lists it in
+the manifest again until it is fixed). The next
 volume is loaded and preprocessed in a background thread while the current one renders
 (parallel over volumes, at most two volumes in memory).
+
+Several processes (`mesh.distributed`, one per host): shard i is written by process i mod N
+only, and process 0 writes the manifest after every process has finished its shards.
 """
 
 from __future__ import annotations
@@ -19,11 +25,12 @@ import concurrent.futures
 import os
 import time
 
+import jax
 import numpy as np
 from absl import logging
 
-from jaxcorr.core import files
-from jaxcorr.data import from_config, records, samples, splits as splits_lib
+from jaxcorr.core import files, sharding
+from jaxcorr.data import from_config, records, samples, splits as splits_lib, volumes
 
 
 def _render_volume(bank, config, seed: int) -> tuple[list[bytes], int]:
@@ -62,23 +69,29 @@ def run(config, workdir: str) -> None:
   assignment = splits_lib.load_or_assign(config, workdir)
   todo = []
   for split in splits_lib.SPLITS:
-    os.makedirs(os.path.join(workdir, split), exist_ok=True)
+    files.path(os.path.join(workdir, split)).mkdir(parents=True, exist_ok=True)
     for name in assignment[split]:
       index = sorted(n for part in assignment.values() for n in part).index(name)
       shard = os.path.join(workdir, split, f"{index:05d}.array_record")
-      if not os.path.exists(shard):
+      if not files.path(shard).exists():
         todo.append((split, name, index, shard))
   total = sum(len(v) for v in assignment.values())
   logging.info("%d volumes, %d shards to write (%d already complete)", total, len(todo),
                total - len(todo))
-  done_samples, rejected, t0 = 0, 0, time.perf_counter()
+  if jax.process_count() > 1:   # shard i is process (i mod count)'s: no file has two writers
+    todo = [t for t in todo if t[2] % jax.process_count() == jax.process_index()]
+    logging.info("process %d of %d writes %d of them", jax.process_index(),
+                 jax.process_count(), len(todo))
+  done_samples, rejected, t0, skipped = 0, 0, time.perf_counter(), []
   with concurrent.futures.ThreadPoolExecutor(1) as pool:
-    load = lambda item: pool.submit(from_config.build_bank, [item[1]], config)
+    load = lambda item: pool.submit(from_config.load_entries, [item[1]], config, skipped)
     future = load(todo[0]) if todo else None
     for n, item in enumerate(todo):
-      bank = future.result()
+      entries = future.result()
       future = load(todo[n + 1]) if n + 1 < len(todo) else None
-      recs, rej = _render_volume(bank, config, item[2])
+      if not entries:   # skipped (ct.on_error='skip'): logged, listed in the manifest
+        continue
+      recs, rej = _render_volume(volumes.stack(entries), config, item[2])
       records.write_shard(item[3], recs)
       done_samples += len(recs)
       rejected += rej
@@ -86,5 +99,20 @@ def run(config, workdir: str) -> None:
       left = (len(todo) - n - 1) * len(recs) / max(rate, 1e-9)
       logging.info("[%d/%d] %s -> %s: %d samples, %.1f samples/s, ETA %.0f s", n + 1, len(todo),
                    item[1], item[3], len(recs), rate, left)
-  counts = records.write_manifest(workdir, config, assignment, rejected)
+  # Every process's rejections and skipped CTs, once all of them have written their shards.
+  reports = sharding.gather_json({"rejected": rejected, "skipped": skipped})
+  rejected = sum(r["rejected"] for r in reports)
+  skipped = [tuple(s) for r in reports for s in r["skipped"]]
+  counts = records.write_manifest(workdir, config, rejected, skipped)
   logging.info("manifest: %s", counts)
+  if skipped:
+    logging.warning("skipped %d of %d CTs (ct.on_error='skip'; the reasons are in %s): %s",
+                    len(skipped), total, os.path.join(workdir, "manifest.json"),
+                    ", ".join(n for n, _ in skipped))
+  empty = [s for s in splits_lib.SPLITS if counts[s]["volumes"] == 0]
+  if len(empty) == len(splits_lib.SPLITS):
+    raise ValueError(f"{workdir}: no shard was written, every CT was skipped (the reasons are in "
+                     "manifest.json); fix or replace those files")
+  if empty:
+    logging.warning("splits with no samples: %s (pretraining needs 'train' and 'validation')",
+                    ", ".join(empty))

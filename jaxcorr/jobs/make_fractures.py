@@ -22,7 +22,9 @@ Workdir (as the generate job's):
                                   killed run redoes only the missing ones. A volume without a
                                   long bone stops the run (ct.on_error='raise') or gets an empty
                                   shard and a warning ('skip').
-  manifest.json                   the generate job's counts, plus positives/negatives per split
+  manifest.json                   the generate job's counts (with the CTs skipped this run and
+                                  why), plus positives/negatives per split and every volume
+                                  with an empty shard (`skipped_volumes`)
   config.json
 
 The samples and their record fields: `jaxcorr.data.fractures`.
@@ -69,7 +71,7 @@ def run(config, workdir: str) -> None:
         todo.append((name, names.index(name), shard))
   logging.info("%d volumes, %d shards to write (%d already complete)", len(names), len(todo),
                len(names) - len(todo))
-  done, rejected, t0 = 0, 0, time.perf_counter()
+  done, rejected, t0, skipped = 0, 0, time.perf_counter(), []
   for n, (name, index, shard) in enumerate(todo):
     try:
       recs, rej = fractures.volume_records(name, index, config)
@@ -77,6 +79,7 @@ def run(config, workdir: str) -> None:
       if config.ct.on_error == "raise":
         raise
       logging.warning("skipping %s (empty shard %s): %s", name, shard, e)
+      skipped.append((name, str(e)))
       recs, rej = [], 0
     records.write_shard(shard, recs)
     done, rejected = done + len(recs), rejected + rej
@@ -84,7 +87,7 @@ def run(config, workdir: str) -> None:
     logging.info("[%d/%d] %s -> %s: %d samples, %.2f samples/s", n + 1, len(todo), name, shard,
                  len(recs), rate)
   # The generate job's manifest (counts, code version, config), then the label counts.
-  records.write_manifest(workdir, config, assignment, rejected)
+  records.write_manifest(workdir, config, rejected, skipped)
   _add_label_counts(config, workdir, assignment, names)
 
 

@@ -18,7 +18,8 @@ above `sparse.positive_min` (0.2, the metrics' positive threshold), and `sparse.
 `sparse.negative_max`, each point a uniformly random pixel of its patch (as a person clicks
 somewhere in a structure), in original pixels. `patient` is the CT, so fine-tuning splits by
 CT. Resumable: a study is complete when its line file `studies/<study>.json` exists (written
-last); `annotations.jsonl` is rebuilt from the complete studies at the end.
+last); `annotations.jsonl` is rebuilt from the complete studies at the end. A CT skipped with
+ct.on_error='skip' is listed with the reason in `<workdir>/skipped.json`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import numpy as np
 from absl import logging
 
 from jaxcorr.core import files
-from jaxcorr.data import appearance, from_config, samples, splits as splits_lib
+from jaxcorr.data import appearance, from_config, samples, splits as splits_lib, volumes
 from jaxcorr.projection.labels import pair_indices
 from jaxcorr.xray import io as xray_io
 
@@ -116,7 +117,7 @@ def run(config, workdir: str) -> None:
   names = splits_lib.list_volumes(config)
   framing = from_config.framing(config)
   look = appearance.REALISTIC
-  done = 0
+  done, skipped = 0, []
   for v, name in enumerate(names):
     studies = [f"{os.path.basename(name).split('.')[0].replace(':', '')}_{t:03d}"
                for t in range(config.sparse.studies_per_volume)]
@@ -124,7 +125,10 @@ def run(config, workdir: str) -> None:
             if not os.path.exists(os.path.join(workdir, "studies", f"{s}.json"))]
     if not todo:
       continue
-    bank = from_config.build_bank([name], config)
+    entries = from_config.load_entries([name], config, skipped)
+    if not entries:   # skipped (ct.on_error='skip')
+      continue
+    bank = volumes.stack(entries)
     dev = samples.bank_arrays(bank, from_config.volume_dtype(config))
     maker = from_config.recipe_maker(config, bank)
     for t, study in enumerate(studies):
@@ -143,6 +147,7 @@ def run(config, workdir: str) -> None:
                    rng)
       done += 1
     logging.info("volume %d/%d (%s): %d studies", v + 1, len(names), name, len(studies))
+  splits_lib.write_skipped(workdir, skipped)
   lines = [files.read_json(p) for p in sorted(glob.glob(os.path.join(workdir, "studies",
                                                                      "*.json")))]
   files.atomic_write_text(os.path.join(workdir, "annotations.jsonl"),
