@@ -139,7 +139,7 @@ def train_and_evaluate(config, workdir: str, task, mesh) -> dict:
   step_fn = jax.jit(functools.partial(_train_step, task, tx), donate_argnums=(0,),
                     out_shardings=(shardings, sharding.replicated(mesh)))
   root_key = jax.random.key(config.seed + 1)
-  writer = writers.MetricWriter(workdir, enabled=jax.process_index() == 0)
+  writer = writers.MetricWriter(workdir, enabled=jax.process_index() == 0, resume_step=start)
   with _StopRequests() as requests:
     step, last_eval = _run_steps(config, task, step_fn, state, batches, root_key, ckpt, writer,
                                  every, start, requests)

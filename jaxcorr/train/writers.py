@@ -21,6 +21,8 @@ import time
 
 import numpy as np
 
+from jaxcorr.core import files
+
 
 def _crc32c_table() -> list[int]:
   table = []
@@ -89,15 +91,42 @@ def tfrecord(payload: bytes) -> bytes:
           + struct.pack("<I", _masked_crc(payload)))
 
 
-class MetricWriter:
-  """Writes scalars to `<workdir>/metrics.jsonl` and TensorBoard events in `<workdir>/tb/`."""
+def truncate_jsonl(path: str, last_step: int) -> int:
+  """Keeps the rows of a metrics.jsonl up to `last_step` (and drops a torn last line), atomically;
+  returns how many rows were dropped. A resumed run then writes each later step once."""
+  if not os.path.exists(path):
+    return 0
+  with open(path) as f:
+    lines = f.read().splitlines()
+  kept = []
+  for line in lines:
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError:   # a line cut by a kill
+      continue
+    if int(row.get("step", 0)) <= last_step:
+      kept.append(line)
+  if len(kept) < len(lines):
+    files.atomic_write_text(path, "".join(line + "\n" for line in kept))
+  return len(lines) - len(kept)
 
-  def __init__(self, workdir: str, enabled: bool = True):
+
+class MetricWriter:
+  """Writes scalars to `<workdir>/metrics.jsonl` and TensorBoard events in `<workdir>/tb/`.
+
+  `resume_step`: the step the run starts from; rows after it (written by an earlier run after
+  its last checkpoint) are dropped first, so metrics.jsonl holds one row per step and kind.
+  """
+
+  def __init__(self, workdir: str, enabled: bool = True, resume_step: int | None = None):
     self.enabled = enabled
     if not enabled:
       return
     os.makedirs(os.path.join(workdir, "tb"), exist_ok=True)
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    path = os.path.join(workdir, "metrics.jsonl")
+    if resume_step is not None:
+      truncate_jsonl(path, resume_step)
+    self._jsonl = open(path, "a")
     name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}"
     self._events = open(os.path.join(workdir, "tb", name), "ab")
     self._events.write(tfrecord(encode_event(0, time.time(), file_version="brain.Event:2")))
