@@ -234,3 +234,33 @@ def test_generate_refuses_to_mix_shard_configurations(tmp_path):
   assert manifest["mixed_configs"] == ["generate.samples_per_volume: 4 -> 8"]
   assert manifest["config"]["generate"]["samples_per_volume"] == 8
 
+
+# A radiograph without contrast ---------------------------------------------------------------
+
+def test_predict_marks_the_matches_of_a_blank_radiograph_unreliable(tiny_pretrain_run, tmp_path,
+                                                                    caplog):
+  import csv  # pylint: disable=import-outside-toplevel
+  from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+  from configs import predict as predict_config  # pylint: disable=import-outside-toplevel
+  from jaxcorr.xray import io as xray_io  # pylint: disable=import-outside-toplevel
+  blank, bone = tmp_path / "blank.png", tmp_path / "bone.png"
+  xray_io.write_png(blank, np.full((64, 64), 0.5, np.float32))
+  xray_io.write_png(bone, np.random.default_rng(0).uniform(size=(64, 64)).astype(np.float32))
+  config = predict_config.get_config()
+  config.update_from_flattened_dict({"checkpoint": str(tiny_pretrain_run), "top_k": 5,
+                                     "views": (str(blank), str(bone))})
+  caplog.set_level("WARNING")
+  absl_logging.get_absl_logger().propagate = True
+  jobs.run(config, str(tmp_path / "p"))
+  with open(tmp_path / "p" / "study" / "matches.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 5 and {r["reliable"] for r in rows} == {"0"}
+  (warning,) = json.loads((tmp_path / "p" / "study" / "study.json").read_text())["warnings"]
+  assert warning.startswith(f"view 0 ({blank}) has no contrast")
+  assert f"{blank}: no contrast" in caplog.text and "bone.png: no contrast" not in caplog.text
+  # Two views with contrast: every match reliable, no warning.
+  config.views = (str(bone), str(bone))
+  jobs.run(config, str(tmp_path / "q"))
+  with open(tmp_path / "q" / "study" / "matches.csv") as f:
+    assert {r["reliable"] for r in csv.DictReader(f)} == {"1"}
+  assert json.loads((tmp_path / "q" / "study" / "study.json").read_text())["warnings"] == []

@@ -15,6 +15,12 @@ row-major over the model's h x w grid (L = h w).
 Compilation. The forward pass is jitted once per (batch_size, N, H, W): studies go through in
 chunks of `batch_size` (the last one padded), so a batch run compiles once.
 
+No contrast. A view whose grey levels as read (after the file's VOI LUT or window) span less
+than `MIN_CONTRAST` between their 1st and 99th percentiles (a blank, constant or saturated
+image) carries nothing to match, yet the model still scores its patches: `prepare` logs a
+warning and flags it in `Prepared.low_contrast`, and the predict job marks every match that
+involves it as unreliable.
+
 Test-time augmentation (`tta=True`, `jaxcorr.inference.tta`): 8 passes with the other views
 turned by each element of the dihedral group, mapped back and reduced (`tta_reduce`), which
 makes C independent of the views' relative orientation (flips and quarter turns).
@@ -25,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,17 +47,27 @@ CORRESPONDENCE_JOBS = ("pretrain", "finetune")
 # Views whose letterbox scales differ more than this are refused: a thumbnail next to a
 # full-size radiograph usually means a wrong file, and their patches would not be comparable.
 MAX_SCALE_RATIO = 8.0
+# A view whose 1st-99th percentile grey levels span less than this (of [0, 1]) has no contrast.
+MIN_CONTRAST = 0.02
+
+
+def contrast(image) -> float:
+  """The spread of an image's grey levels in [0, 1]: 99th minus 1st percentile."""
+  lo, hi = np.percentile(np.asarray(image, np.float32), (1.0, 99.0))
+  return float(hi - lo)
 
 
 @dataclasses.dataclass
 class Prepared:
   """One study ready for the model: images [N, H, W], and per view its letterbox, name, pixel
-  spacing and the image as read (for pictures of the result)."""
+  spacing, the image as read (for pictures of the result) and whether it has no contrast (see
+  the module docstring)."""
   images: np.ndarray
   boxes: list
   names: list
   spacings: list
   originals: list
+  low_contrast: list = dataclasses.field(default_factory=list)
 
 
 class Predictor:
@@ -113,7 +130,13 @@ class Predictor:
       raise ValueError(f"views of very different sizes: {small} is {max(scales) / min(scales):.0f}x "
                        f"smaller than {names[int(np.argmin(scales))]}; pass full-size images "
                        "of the same study")
-    return Prepared(np.stack(images), boxes, names, spacings, originals)
+    low = [contrast(o) < MIN_CONTRAST for o in originals]
+    for name, image, flat in zip(names, originals, low):
+      if flat:
+        logging.warning("%s: no contrast (grey levels span %.4f between the 1st and 99th "
+                        "percentiles, under %g): a blank or saturated image; its matches are "
+                        "unreliable", name, contrast(image), MIN_CONTRAST)
+    return Prepared(np.stack(images), boxes, names, spacings, originals, low)
 
   # Forward ---------------------------------------------------------------------------------
 

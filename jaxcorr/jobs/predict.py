@@ -5,11 +5,13 @@ writes into `<workdir>/<study>/`:
 
   corr.npy      float32 [P, L, L], pairs (0, 1), (0, 2), ..., (1, 2), ... (see `Predictor`)
   matches.csv   the top `top_k` patch pairs above `threshold`: views, patches, score, and both
-                patch centres in original pixels (and mm when the file states a spacing)
+                patch centres in original pixels (and mm when the file states a spacing);
+                `reliable` is 0 when either view has no contrast (a blank image; logged)
   predict.png   both views side by side, top matches as lines, bands of a few query patches
   viewer.html   one self-contained page: hover or click a patch, its band lights up
-  study.json    the views, their letterboxes and the settings (written last: a study whose
-                study.json exists is complete and is skipped when the job runs again)
+  study.json    the views, their letterboxes, the settings and `warnings` (views without
+                contrast) (written last: a study whose study.json exists is complete and is
+                skipped when the job runs again)
 
 A study that cannot be read (a missing or corrupt file, one view, views of very different
 sizes) is reported in `<workdir>/studies.csv` with the reason, and the others go on.
@@ -91,10 +93,14 @@ def _write_outputs(out_dir: str, predictor: Predictor, views, prepared, corr, co
                               top_k=config.top_k)
   text = io_lib.StringIO()
   fields = ["view_i", "view_j", "patch_i", "patch_j", "score", "x_i", "y_i", "x_j", "y_j",
-            "x_i_mm", "y_i_mm", "x_j_mm", "y_j_mm"]
+            "x_i_mm", "y_i_mm", "x_j_mm", "y_j_mm", "reliable"]
+  flat = [n for n, low in enumerate(prepared.low_contrast) if low]
+  warnings = [f"view {n} ({prepared.names[n]}) has no contrast (a blank or saturated image): "
+              "its matches are unreliable" for n in flat]
   w = csv.DictWriter(text, fieldnames=fields, extrasaction="ignore")
   w.writeheader()
   for m in matches:
+    m["reliable"] = int(m["view_i"] not in flat and m["view_j"] not in flat)
     for side in ("i", "j"):
       spacing = prepared.spacings[m[f"view_{side}"]]
       if spacing is not None:
@@ -117,7 +123,8 @@ def _write_outputs(out_dir: str, predictor: Predictor, views, prepared, corr, co
       "views": [str(v) for v in views], "letterboxes": [b.to_dict() for b in prepared.boxes],
       "spacings": [list(s) if s is not None else None for s in prepared.spacings],
       "pairs": pairs, "grid": list(predictor.grid), "patch": predictor.patch,
-      "checkpoint": predictor.source, "tta": predictor.tta, "matches": len(matches)})
+      "checkpoint": predictor.source, "tta": predictor.tta, "matches": len(matches),
+      "warnings": warnings})
 
 
 def run(config, workdir: str) -> None:
