@@ -278,3 +278,29 @@ def test_load_into_correspondence_model_grey_input():
   assert variables["params"]["encoder"] == template["params"]["encoder"]
   with pytest.raises(ValueError, match="allowed: resnet50"):
     convert.load_pretrained_backbone(template, sd, "resnet18")
+
+
+def test_resnet50_stage3_matches_a_real_torchvision_module(tmp_path):
+  """torchvision's own ResNet-50 (random weights, no download) saved with torch.save, read by
+  `load_state_dict` and converted: our stage-3 features equal torchvision's layer3 output."""
+  torch = pytest.importorskip("torch")
+  torchvision = pytest.importorskip("torchvision")
+  torch.manual_seed(0)
+  net = torchvision.models.resnet50(weights=None).eval()
+  with torch.no_grad():              # BatchNorm statistics and affines away from the identity
+    for m in net.modules():
+      if isinstance(m, torch.nn.BatchNorm2d):
+        m.weight.uniform_(0.5, 1.5), m.bias.uniform_(-0.1, 0.1)
+        m.running_mean.uniform_(-0.1, 0.1), m.running_var.uniform_(0.5, 1.5)
+  torch.save(net.state_dict(), tmp_path / "resnet50.pth")
+  x = np.random.default_rng(0).standard_normal((1, 64, 96, 3)).astype(np.float32)
+  stage3 = torch.nn.Sequential(*list(net.children())[:-3])     # conv1 ... layer3, as the authors
+  with torch.no_grad():
+    ref = stage3(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy().transpose(0, 2, 3, 1)
+  model = resnet.resnet("resnet50")
+  variables, report = convert.convert_torchvision_resnet(
+      convert.load_state_dict(tmp_path / "resnet50.pth"), _abstract(model, x.shape))
+  assert not report.missing and all(k.startswith(("layer4.", "fc.")) for k in report.unexpected)
+  out, _ = jax.jit(functools.partial(model.apply, train=False))(variables, x)
+  assert out.shape == ref.shape == (1, 4, 6, 1024)
+  np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())

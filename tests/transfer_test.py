@@ -239,3 +239,61 @@ def test_load_backbone_from_a_workdir(tmp_path):
   assert report.source == str(tmp_path) and report.interpolated == ["backbone/pos_embed"]
   np.testing.assert_array_equal(params["backbone"]["norm"]["scale"],
                                 _pretrained()["backbone"]["norm"]["scale"])
+
+
+# torchvision ResNet-50 (the authors' ImageNet start) into the correspondence model ------------
+
+def _torchvision_file(tmp_path, **kwargs):
+  from models_convert_test import torchvision_resnet_state  # pylint: disable=import-outside-toplevel
+  sd = torchvision_resnet_state(**kwargs)
+  path = tmp_path / "resnet.safetensors"
+  convert.write_safetensors(path, sd)
+  return sd, path
+
+
+def test_torchvision_resnet50_into_the_correspondence_model(tmp_path):
+  sd, path = _torchvision_file(tmp_path)
+  model = correspondence.CorrespondenceModel(backbone="resnet50", d_model=32, n_layers=1,
+                                             n_heads=2, mlp_dim=64)
+  variables = _random_params(_abstract(model, jnp.zeros((1, 2, 32, 32, 1))))
+  params, state = variables["params"], {"batch_stats": variables["batch_stats"]}
+  new_params, new_state, report = transfer.load_torchvision_backbone(params, state, path,
+                                                                     backbone="resnet50")
+  bb, stats = new_params["backbone"], new_state["batch_stats"]["backbone"]
+  np.testing.assert_array_equal(bb["conv1"]["kernel"], sd["conv1.weight"].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(bb["layer3_5"]["bn3"]["scale"], sd["layer3.5.bn3.weight"])
+  np.testing.assert_array_equal(stats["layer2_0"]["downsample_1"]["mean"],
+                                sd["layer2.0.downsample.1.running_mean"])
+  np.testing.assert_array_equal(new_params["proj"]["kernel"], params["proj"]["kernel"])
+  # The report: every backbone leaf loaded with its source and shapes, the rest kept.
+  n_backbone = len(jax.tree.leaves(params["backbone"])) + len(jax.tree.leaves(
+      state["batch_stats"]["backbone"]))
+  # 43 convs (conv1, 13 blocks x 3, 3 downsamples): a kernel each, and a norm each (scale,
+  # bias, mean, var).
+  assert len(report.loaded) == n_backbone == 43 * 5
+  assert report.details["params/backbone/conv1/kernel"] == (
+      "conv1.weight (64, 3, 7, 7) -> (7, 7, 3, 64)")
+  assert report.details["batch_stats/backbone/bn1/var"] == "bn1.running_var (64,) -> (64,)"
+  assert {"params/proj/kernel", "params/view_embed", "params/encoder/layer_0/attn/query/kernel"
+          } <= set(report.reinitialised)
+  assert not [r for r in report.reinitialised if "/backbone/" in r]
+  assert {"fc.weight", "layer4.2.bn3.running_var"} <= set(report.unused)
+  assert all(k.startswith(("layer4.", "fc.")) for k in report.unused)
+  assert report.format().startswith(f"transfer from {path}: loaded {n_backbone}, interpolated 0")
+
+
+def test_torchvision_file_that_does_not_fit(tmp_path):
+  _, path = _torchvision_file(tmp_path)           # a ResNet-50 file
+  tiny = correspondence.CorrespondenceModel(backbone="resnet_tiny", d_model=32, n_layers=1,
+                                            n_heads=2, mlp_dim=64)
+  variables = _random_params(_abstract(tiny, jnp.zeros((1, 2, 32, 32, 1))))
+  state = {"batch_stats": variables["batch_stats"]}
+  with pytest.raises(ValueError, match=r"does not fit the resnet_tiny backbone: shape mismatch: "
+                                       r"source '.*' \(64,"):
+    transfer.load_torchvision_backbone(variables["params"], state, path, backbone="resnet_tiny")
+  with pytest.raises(ValueError, match="needs a ResNet backbone"):
+    transfer.load_torchvision_backbone(variables["params"], state, path, backbone="vit_test")
+  other = tmp_path / "other.safetensors"
+  convert.write_safetensors(other, {"encoder.weight": np.zeros((2, 2), np.float32)})
+  with pytest.raises(ValueError, match="no tensor matches the resnet_tiny backbone"):
+    transfer.load_torchvision_backbone(variables["params"], state, other, backbone="resnet_tiny")

@@ -5,8 +5,8 @@ what would work.
 The rules are a table keyed by field (`RULES`), applied to the fields a job's config has;
 choices come from `from_config.CHOICES` and, for the correspondence model's switches
 (`model.attention`, `model.head`, `model.rope`), from `core.choices.MODEL_CHOICES` (an old value
-such as attention='transformer_mp' is named with its new spelling); relations (sdd > sid, a detector divisible by the
-patch, an ordered HU window) follow. All problems are reported at once.
+such as attention='transformer_mp' is named with its new spelling); relations (sdd > sid, a
+detector divisible by the patch, an ordered HU window) follow. All problems are reported at once.
 """
 
 from __future__ import annotations

@@ -178,6 +178,13 @@ def _resnet_rule(path: str):
   return None
 
 
+def torchvision_resnet_key(path: str):
+  """The torchvision state-dict key of one of our ResNet leaves ('params/layer1_0/conv1/kernel'
+  -> 'layer1.0.conv1.weight'), or None for a leaf torchvision has no tensor for."""
+  rule = _resnet_rule(path)
+  return rule[0] if rule else None
+
+
 def convert_torchvision_resnet(state_dict: Mapping[str, np.ndarray], template):
   """torchvision ResNet state dict -> variables {'params', 'batch_stats'} of our `ResNet`.
 

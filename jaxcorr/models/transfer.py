@@ -20,7 +20,11 @@ replaced by a random one. The `Report` says what happened to every leaf:
 Sources. `read_checkpoint_params(path)` reads the params of a training run (`train.checkpoint`
 layout: <workdir>/{best,checkpoints}/<step>/state) and its config.json; `load_timm_backbone`
 converts a timm ViT file with `convert.convert_timm_vit`; `load_backbone` picks one of the two
-from the path, for a task's `restore_init`.
+from the path, for a task's `restore_init`. `load_torchvision_backbone` converts a torchvision
+ResNet state dict (e.g. ImageNet's ResNet50_Weights, the authors' start) into a ResNet
+backbone's params and batch statistics (`model.init_torchvision` of pretraining); its report's
+paths start with the collection ('params/backbone/conv1/kernel', 'batch_stats/...') and
+`details` gives each loaded leaf's source key and shapes.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxcorr.models import convert
+from jaxcorr.models import convert, resnet as resnet_lib
 
 Path = tuple[str, ...]
 _TIMM_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
@@ -304,6 +308,60 @@ def load_timm_backbone(target_params, path, *, target_path: Sequence[str] = ("ba
     else:
       report.loaded.append(name)
   return flax.traverse_util.unflatten_dict(out), report
+
+
+def load_torchvision_backbone(params, model_state, path, *, backbone: str,
+                              scope: str = "backbone"):
+  """Initialises a ResNet backbone from a torchvision state dict file.
+
+  Args:
+    params: the model's params (concrete), our `resnet.ResNet` under `scope`.
+    model_state: the model's other collections ({'batch_stats': ...}).
+    path: a torchvision ResNet state dict: .pth / .pt (torch.save of model.state_dict(), needs
+      torch) or .safetensors (read without torch).
+    backbone: the model's backbone name; it must be one of `resnet.RESNETS`.
+    scope: the backbone's module name.
+
+  Returns:
+    (params, model_state, Report): the backbone's leaves loaded (conv kernels OIHW -> HWIO,
+    BatchNorm weight/bias/running stats), every other leaf kept and listed as reinitialised
+    (the projection, the encoder, ...), the source keys not used (layer4, fc of a full
+    ResNet-50) as unused, and `details[path]` = "<source key> <torch shape> -> <our shape>".
+
+  Raises:
+    ValueError: a backbone that is not a ResNet, a tensor whose shape does not fit (another
+      ResNet depth or width), or a file none of whose tensors fits.
+  """
+  if backbone not in resnet_lib.RESNETS:
+    raise ValueError(f"config.model.init_torchvision={str(path)!r} needs a ResNet backbone "
+                     f"({', '.join(resnet_lib.RESNETS)}), not {backbone!r}; a timm ViT file "
+                     "initialises classifiers (config.init_timm).")
+  state_dict = convert.load_state_dict(path)
+  variables = {"params": params, **model_state}
+  try:
+    new, tv_report = convert.load_pretrained_backbone(variables, state_dict, backbone, scope)
+  except ValueError as e:
+    raise ValueError(f"config.model.init_torchvision={str(path)!r} does not fit the "
+                     f"{backbone} backbone: {e}") from e
+  if not tv_report.loaded:
+    raise ValueError(f"config.model.init_torchvision={str(path)!r}: no tensor matches the "
+                     f"{backbone} backbone (is it a torchvision ResNet state dict? its keys "
+                     f"begin {sorted(state_dict)[:4]}).")
+  missing = set(tv_report.missing)
+  report = Report(source=str(path), unused=list(tv_report.unexpected))
+  for collection, tree in new.items():
+    for rel, leaf in _flatten(tree).items():
+      name = _join((collection,) + rel)
+      inner = _join((collection,) + rel[1:])
+      if rel[0] != scope or inner in missing:
+        report.reinitialised.append(name)
+        continue
+      key = convert.torchvision_resnet_key(inner)
+      report.loaded.append(name)
+      report.details[name] = (f"{key} {tuple(np.shape(state_dict[key]))} -> "
+                              f"{tuple(np.shape(leaf))}")
+  new_state = {k: v for k, v in new.items() if k != "params"}
+  return new["params"], new_state, report
 
 
 def load_backbone(target_params, path, *, target_path: Sequence[str] = ("backbone",),
