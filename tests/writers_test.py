@@ -3,6 +3,8 @@
 import json
 import struct
 
+import pytest
+
 from jaxcorr.train import writers
 
 
@@ -57,3 +59,60 @@ def test_a_resumed_run_drops_the_rows_after_its_checkpoint(tmp_path):
       (4, ["train/loss"])]
   assert [r["train/loss"] for r in rows if "train/loss" in r] == [0.1, 0.2, 0.03, 0.04]
   assert writers.truncate_jsonl(str(tmp_path / "metrics.jsonl"), 4) == 0
+
+
+def _fields(msg: bytes) -> list:
+  """(field number, value) of a protocol buffer message: ints for varints and fixed64/32 as
+  bytes, bytes for length-delimited fields (a reader independent of the writer's encoder)."""
+  out, pos = [], 0
+
+  def varint():
+    nonlocal pos
+    n, shift = 0, 0
+    while True:
+      b = msg[pos]
+      pos += 1
+      n |= (b & 0x7F) << shift
+      shift += 7
+      if not b & 0x80:
+        return n
+
+  while pos < len(msg):
+    key = varint()
+    number, wire = key >> 3, key & 7
+    if wire == 0:
+      out.append((number, varint()))
+    elif wire == 1:
+      out.append((number, msg[pos:pos + 8]))
+      pos += 8
+    elif wire == 5:
+      out.append((number, msg[pos:pos + 4]))
+      pos += 4
+    else:
+      length = varint()
+      out.append((number, msg[pos:pos + length]))
+      pos += length
+  return out
+
+
+def test_image_summaries_read_back(tmp_path):
+  import io
+  import numpy as np
+  from PIL import Image
+  rng = np.random.default_rng(0)
+  picture = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+  w = writers.MetricWriter(str(tmp_path))
+  w.write_images(12, {"eval/views": picture})
+  w.close()
+  (events,) = list((tmp_path / "tb").iterdir())
+  _, record = _read_records(events)
+  event = dict(_fields(record))
+  assert event[2] == 12                                      # step
+  (value,) = [v for n, v in _fields(event[5]) if n == 1]    # Summary.value
+  value = dict(_fields(value))
+  assert value[1] == b"eval/views"
+  image = dict(_fields(value[4]))                          # Summary.Value.image
+  assert (image[1], image[2], image[3]) == (5, 7, 3)       # height, width, RGB
+  np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(image[4]))), picture)
+  with pytest.raises(ValueError, match="expected uint8"):
+    writers.encode_event(0, 0.0, images={"x": picture.astype(np.float32)})

@@ -32,6 +32,11 @@ class Task(abc.ABC):
   def evaluate(self, params, model_state) -> dict:
     """Host metrics (floats) on the task's held-out data."""
 
+  def eval_images(self) -> dict:
+    """Pictures of the last `evaluate` call, {name: uint8 [H, W, 3]}, written to TensorBoard
+    as `eval/<name>` at each evaluation (e.g. predictions beside the truth, a PR curve)."""
+    return {}
+
   def log_stats(self) -> dict:
     """Host scalars the loop logs as `train/<name>` beside the losses (e.g. redrawn samples)."""
     return {}

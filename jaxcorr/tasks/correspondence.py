@@ -22,6 +22,7 @@ from jaxcorr.core import sharding
 from jaxcorr.data import from_config, pipeline, records, samples, splits as splits_lib
 from jaxcorr.metrics import correspondence as metrics
 from jaxcorr.models import build
+from jaxcorr.pictures import curves, viz
 from jaxcorr.tasks import base as task_lib
 
 
@@ -143,9 +144,31 @@ class CorrespondenceTask(task_lib.Task):
     c = self.config
     batches = self.batches(split, seed=c.eval.seed, train=False, batch_size=c.eval.batch_size)
     m = metrics.CorrespondenceMetrics()
-    for _ in range(c.eval.batches):
+    for n in range(c.eval.batches):
       batch = next(batches)
       pred = self.predict(params, model_state, batch["views"])
-      m.update(np.asarray(pred), np.asarray(batch["corr"]))
+      pred, true = sharding.to_host(pred), sharding.to_host(batch["corr"])
+      m.update(pred, true)
+      if n == 0:
+        first = (sharding.to_host(batch["views"]), pred, true)
+    self._last_eval = (first, m)
     return m.result()
 
+  def eval_images(self, count: int = 2) -> dict:
+    """The last evaluation's first `count` samples (query patches of view 0, their true and
+    predicted C in view 1: `viz.correspondence_figure`) and its precision-recall curve."""
+    if getattr(self, "_last_eval", None) is None:
+      return {}
+    (views, pred, true), m = self._last_eval
+    out = {}
+    for b in range(min(count, views.shape[0])):
+      fig = viz.correspondence_figure(
+          views[b, 0, ..., 0], views[b, 1, ..., 0],
+          {"true C": true[b, 0], "predicted C": pred[b, 0]}, self.config.labels.patch,
+          caption=f"Validation sample {b}: query patches of view 0 (outlined), their true and "
+                  "predicted C in view 1.", panel_size=192)
+      out[f"sample_{b}"] = np.asarray(fig)
+    out["pr_curve"] = np.asarray(curves.pr_curve_figure(
+        np.concatenate(m.scores), np.concatenate(m.targets),
+        caption=f"Validation, C > {m.threshold:g} positive."))
+    return out

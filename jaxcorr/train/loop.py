@@ -4,7 +4,8 @@
   for step in [start, config.steps):
       state, metrics = train_step(state, batch, root_key)     (jitted once, state donated)
       every log_every: metrics -> JSONL + TensorBoard; progress line (steps/s, loss, ETA)
-      every eval_every and at the end: task.evaluate -> writers; checkpoint (latest + best)
+      every eval_every and at the end: task.evaluate (+ task.eval_images) -> writers;
+                                       checkpoint (latest + best)
       every ckpt.every: checkpoint
 The cadences are derived from `config.steps` when the run starts wherever they are 0 (the
 configs' default), so overriding `steps` keeps ~10 log lines (at most every 50 steps) and
@@ -180,6 +181,8 @@ def _run_steps(config, task, step_fn, state, batches, root_key, ckpt, writer, ev
     if step % every.eval == 0 or step == config.steps:
       last_eval = task.evaluate(state.params, state.model_state)
       writer.write(step, {f"eval/{k}": v for k, v in last_eval.items()})
+      if writer.enabled:
+        writer.write_images(step, {f"eval/{k}": v for k, v in task.eval_images().items()})
       logging.info("eval at step %d: %s", step,
                    ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
       ckpt.save(step, state, batches.get_state(), last_eval)

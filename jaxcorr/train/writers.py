@@ -2,17 +2,20 @@
 
 TensorBoard reads `events.out.tfevents.*` files: TFRecords (length, masked CRC32C of the
 length, payload, masked CRC32C of the payload) whose payloads are `Event` protocol buffers.
-Scalars need three messages, encoded here by hand:
+Scalars and images need four messages, encoded here by hand:
 
   Event   { double wall_time = 1; int64 step = 2; string file_version = 3; Summary summary = 5; }
   Summary { repeated Value value = 1; }
-  Value   { string tag = 1; float simple_value = 2; }
+  Value   { string tag = 1; float simple_value = 2; Image image = 4; }
+  Image   { int32 height = 1; int32 width = 2; int32 colorspace = 3;
+            bytes encoded_image_string = 4; }                     (PNG, colorspace 3 = RGB)
 
 Only process 0 writes (the caller checks `jax.process_index()`).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
@@ -71,17 +74,36 @@ def _bytes_field(number: int, data: bytes) -> bytes:
   return _field(number, 2, _varint(len(data)) + data)
 
 
+def _png(image) -> bytes:
+  """PNG bytes of an RGB uint8 [H, W, 3] array."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  out = io.BytesIO()
+  Image.fromarray(np.asarray(image, np.uint8), "RGB").save(out, format="PNG")
+  return out.getvalue()
+
+
+def _image_value(tag: str, image) -> bytes:
+  image = np.asarray(image)
+  if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+    raise ValueError(f"image summary {tag!r}: expected uint8 [H, W, 3], got {image.dtype} "
+                     f"{image.shape}")
+  h, w = image.shape[:2]
+  encoded = (_field(1, 0, _varint(h)) + _field(2, 0, _varint(w)) + _field(3, 0, _varint(3))
+             + _bytes_field(4, _png(image)))
+  return _bytes_field(1, tag.encode()) + _bytes_field(4, encoded)
+
+
 def encode_event(step: int, wall_time: float, scalars: dict | None = None,
-                 file_version: str | None = None) -> bytes:
-  """One `Event` message with scalar summaries (or the file-version header)."""
+                 file_version: str | None = None, images: dict | None = None) -> bytes:
+  """One `Event` message with scalar and image summaries (or the file-version header)."""
   msg = _field(1, 1, struct.pack("<d", wall_time)) + _field(2, 0, _varint(int(step)))
   if file_version is not None:
     msg += _bytes_field(3, file_version.encode())
-  if scalars:
-    summary = b"".join(
-        _bytes_field(1, _bytes_field(1, tag.encode()) + _field(2, 5, struct.pack("<f", float(v))))
-        for tag, v in scalars.items())
-    msg += _bytes_field(5, summary)
+  values = [_bytes_field(1, tag.encode()) + _field(2, 5, struct.pack("<f", float(v)))
+            for tag, v in (scalars or {}).items()]
+  values += [_image_value(tag, image) for tag, image in (images or {}).items()]
+  if values:
+    msg += _bytes_field(5, b"".join(_bytes_field(1, v) for v in values))
   return msg
 
 
@@ -138,6 +160,13 @@ class MetricWriter:
     self._jsonl.write(json.dumps({"step": int(step), "time": time.time(), **clean}) + "\n")
     self._jsonl.flush()
     self._events.write(tfrecord(encode_event(step, time.time(), clean)))
+    self._events.flush()
+
+  def write_images(self, step: int, images: dict) -> None:
+    """TensorBoard image summaries {tag: uint8 [H, W, 3]} (not in metrics.jsonl)."""
+    if not self.enabled or not images:
+      return
+    self._events.write(tfrecord(encode_event(step, time.time(), images=images)))
     self._events.flush()
 
   def close(self) -> None:
