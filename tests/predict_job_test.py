@@ -165,3 +165,17 @@ def test_a_classifier_checkpoint_is_refused(tmp_path):
   (tmp_path / "config.json").write_text(json.dumps({"job": "classify"}))
   with pytest.raises(ValueError, match="'classify' run, not a correspondence model"):
     Predictor.from_checkpoint(str(tmp_path))
+
+
+def test_c_is_in_zero_one_where_users_see_it(predictor, monkeypatch):
+  # The tiny run's head is the plain cosine, in [-1, 1]: whatever the network scores, the
+  # predictor (so corr.npy, matches and pictures) gives C in [0, 1], negatives clipped to 0.
+  assert predictor.model.head == "cosine"
+  l = predictor.grid[0] * predictor.grid[1]
+  raw = np.random.default_rng(5).uniform(-1.0, 1.0, (2, 1, l, l)).astype(np.float32)
+  monkeypatch.setattr(predictor, "_run", lambda images: raw)
+  images = np.zeros((2, 2) + predictor.image_size, np.float32)
+  np.testing.assert_array_equal(predictor.predict_images(images), np.clip(raw, 0.0, 1.0))
+  monkeypatch.setattr(predictor, "tta", True)
+  corr = predictor.predict_images(images)
+  assert corr.min() >= 0.0 and corr.max() <= 1.0

@@ -7,7 +7,8 @@
 The artifact is StableHLO with the weights embedded as constants and a symbolic batch size B,
 so one file serves every batch size; N, H, W are fixed at export (`forward.json` records them
 with the patch size, the grid and the pair order). Letterboxing and test-time augmentation
-stay outside, in `Predictor`, so the artifact is exactly the network.
+stay outside, in `Predictor`, so the artifact is exactly the network, its C clipped to [0, 1]
+as `Predictor` clips it (a plain-cosine head's negative scores are no match).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def export(predictor, directory: str, *, n_views: int = 2, platforms=("cpu", "cu
 
   def forward(views):
     corr, _ = predictor.model.apply(variables, views, train=False)
-    return corr
+    return jax.numpy.clip(corr, 0.0, 1.0)
 
   exported = jax.export.export(jax.jit(forward), platforms=tuple(platforms))(spec)
   os.makedirs(directory, exist_ok=True)

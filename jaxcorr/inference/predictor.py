@@ -10,7 +10,10 @@ Input. Each view is a path (read by `jaxcorr.xray.io`) or a greyscale array [H, 
 (the training run's view size) and the letterbox is kept, so patch indices map back to original
 pixels. A study has N >= 2 views; C has P = N (N - 1) / 2 pairs in the order (0, 1), (0, 2),
 ..., (1, 2), ..., rows indexing the first view's patches, columns the second's, patches
-row-major over the model's h x w grid (L = h w).
+row-major over the model's h x w grid (L = h w). C is in [0, 1], as the labels: the outputs
+of a head that can go negative (the plain 'cosine' head, in [-1, 1]) are clipped at 0 (a
+negative similarity is no match), so corr.npy, matches and pictures never show C < 0; the
+squared-cosine heads are in [0, 1] already and pass unchanged.
 
 Compilation. The forward pass is jitted once per (batch_size, N, H, W): studies go through in
 chunks of `batch_size` (the last one padded), so a batch run compiles once.
@@ -159,14 +162,15 @@ class Predictor:
     return np.concatenate(out)
 
   def predict_images(self, images) -> np.ndarray:
-    """C for model-sized images [B, N, H, W] (with test-time augmentation when enabled)."""
+    """C in [0, 1] for model-sized images [B, N, H, W] (with test-time augmentation when
+    enabled); see the module docstring for the clip."""
     images = np.asarray(images, np.float32)
     if images.ndim != 4 or images.shape[2:] != self.image_size:
       raise ValueError(f"expected images [B, N, {self.image_size[0]}, {self.image_size[1]}], "
                        f"got {images.shape}; use predictor(views) for images of any size")
     n = images.shape[1]
     if not self.tta:
-      return self._run(images)
+      return np.clip(self._run(images), 0.0, 1.0)
     pairs = pair_indices(n)
     passes = tta_lib.passes(n, square=self.image_size[0] == self.image_size[1])
     outs = []
@@ -174,7 +178,8 @@ class Predictor:
       turned = np.stack([np.stack([tta_lib.apply(v, t) for v, t in zip(study, transforms)])
                          for study in images])
       outs.append(tta_lib.unmap(self._run(turned), transforms, pairs, self.grid))
-    return np.mean(outs, 0) if self.tta_reduce == "mean" else np.max(outs, 0)
+    corr = np.mean(outs, 0) if self.tta_reduce == "mean" else np.max(outs, 0)
+    return np.clip(corr, 0.0, 1.0)
 
   def __call__(self, studies) -> np.ndarray:
     """C of one study ([P, L, L]) or of a list of studies ([B, P, L, L])."""
