@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
+from eval_images_test import tb_images
 from jaxcorr import jobs
 from jaxcorr.tasks import classification
 
@@ -66,6 +67,10 @@ def test_every_row_trains_a_step_and_scores_the_test_split(fracture_data, vit_pr
   if "pretrained" in row or "guided" in row:
     report = json.loads((tmp_path / "init_report.json").read_text())
     assert report["loaded"] and any("pos_embed" in p for p in report["loaded"] + report.get("interpolated", []))
+  # TensorBoard: the confusion matrix and the attention maps of the evaluation at step 2.
+  images = tb_images(tmp_path)
+  assert sorted(images) == [(2, "eval/attention"), (2, "eval/confusion")]
+  assert min(images[(2, "eval/attention")].shape[:2]) >= 192
 
 
 def test_balanced_labels_and_resume(fracture_data, tmp_path):

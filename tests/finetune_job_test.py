@@ -6,6 +6,7 @@ import os
 import sys
 
 import numpy as np
+from PIL import Image
 import pytest
 
 from conftest import REPO
@@ -41,6 +42,9 @@ def test_make_sparse_writes_valid_user_files_with_known_truth(benchmark):
     values = truth[s["pair"], s["row"], s["col"]][s["mask"]]
     labels = s["label"][s["mask"]]
     assert np.all(values[labels == 1] > 0.2) and np.all(values[labels == 0] == 0)
+    # The preview to look at: both views, 8-bit RGB, each at least 256 px.
+    preview = Image.open(benchmark / "previews" / f"{study.study}.png")
+    assert preview.mode == "RGB" and preview.width >= 2 * 256 and preview.height > 256
 
 
 def test_make_sparse_resumes_only_missing_studies(benchmark, tmp_path):

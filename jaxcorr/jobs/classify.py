@@ -22,6 +22,7 @@ from absl import logging
 from jaxcorr.core import files, sharding
 from jaxcorr.jobs import make_fractures
 from jaxcorr.metrics import classification as cm
+from jaxcorr.pictures import classifier as classifier_figures, style
 from jaxcorr.tasks import classification
 from jaxcorr.train import checkpoint, loop
 
@@ -37,36 +38,19 @@ def ensure_data(config, workdir: str) -> None:
 
 
 def _errors_figure(path, task, probs, labels, attention, threshold, count=4):
-  """The most confident test errors, each view with its class-token attention (red)."""
-  from PIL import Image, ImageDraw  # pylint: disable=import-outside-toplevel
+  """The most confident test errors, each view plain and under its class-token attention."""
   wrong = np.nonzero((probs >= threshold) != (labels > 0.5))[0]
   if not len(wrong):
     return
+  errors = len(wrong)
   wrong = wrong[np.argsort(-np.abs(probs[wrong] - threshold))][:count]
-  src = task.source("test")
-  tiles = []
-  for i in wrong:
-    views = np.asarray(src[int(i)]["views"], np.float32)
-    if task.config.studies.source == "fractures":   # line integrals: as the model sees them
-      lo, hi = views.min(axis=(1, 2), keepdims=True), views.max(axis=(1, 2), keepdims=True)
-      views = (views - lo) / np.where(hi > lo, hi - lo, 1.0)
-    att = attention[i].mean(axis=1)                            # [V, h, w]
-    row = []
-    for v in range(views.shape[0]):
-      grey = (np.clip(views[v], 0, 1) * 255).astype(np.uint8)
-      a = att[v] if att.shape[0] > 1 else att[0]
-      if att.shape[0] == 1 and task.config.model.fusion == "single" and v > 0:
-        a = np.zeros_like(a)                                  # single: view 0 only
-      a = a / max(float(a.max()), 1e-9)
-      heat = np.asarray(Image.fromarray((a * 255).astype(np.uint8)).resize(grey.shape[::-1]))
-      row.append(np.stack([np.maximum(grey, heat), grey, grey], -1))
-    tile = Image.fromarray(np.concatenate(row, 1))
-    ImageDraw.Draw(tile).text((2, 2), f"study {int(i)} label {int(labels[i])} "
-                                      f"p={probs[i]:.2f}", fill=(255, 255, 0))
-    tiles.append(np.asarray(tile))
-  width = max(t.shape[1] for t in tiles)
-  tiles = [np.pad(t, ((0, 0), (0, width - t.shape[1]), (0, 0))) for t in tiles]
-  Image.fromarray(np.concatenate(tiles, 0)).save(path)
+  views, att = task.display_views("test", wrong, attention)
+  ids = task.study_ids.get("test") or list(range(len(probs)))
+  fig = classifier_figures.attention_figure(
+      views, att, labels[wrong], probs[wrong], threshold, ids=[ids[i] for i in wrong],
+      caption=f"The {len(wrong)} most confident test errors (of {errors}): each view as the "
+              "model saw it, then under the class token's attention.")
+  style.save(path, fig)
 
 
 def run(config, workdir: str) -> dict:

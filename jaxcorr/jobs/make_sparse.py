@@ -10,6 +10,7 @@ larger than the model's input, so the letterbox really maps), and written as fil
 
   <workdir>/images/<study>/view0.dcm     MONOCHROME1, 10-bit CR with its pixel spacing
   <workdir>/images/<study>/view<n>.png   16-bit PNG (n >= 1)
+  <workdir>/previews/<study>.png         the views side by side, windowed to 8 bits, to look at
   <workdir>/truth/<study>.npy            the exact C [P, L, L] of the model's patch grid
   <workdir>/annotations.jsonl            the sparse annotations (docs/annotations.md)
 
@@ -34,6 +35,7 @@ from absl import logging
 
 from jaxcorr.core import files
 from jaxcorr.data import appearance, from_config, samples, splits as splits_lib, volumes
+from jaxcorr.pictures import style, viz
 from jaxcorr.projection.labels import pair_indices
 from jaxcorr.xray import io as xray_io
 
@@ -92,6 +94,9 @@ def _write_study(workdir, study, name, images, corr, recipe_spacing, config, rng
       rel = f"images/{study}/view{n}.png"
       xray_io.write_png(os.path.join(workdir, rel), big, bits=16)
     views.append(rel)
+  style.save(os.path.join(workdir, "previews", f"{study}.png"), viz.views_preview(
+      images, [os.path.basename(v) for v in views],
+      f"{study}: the views as written, each windowed to 8 bits for the screen"))
   files.atomic_save_npy(os.path.join(workdir, "truth", f"{study}.npy"), corr)
   k = config.labels.patch
   grid = (images.shape[1] // k, images.shape[2] // k)
@@ -112,7 +117,7 @@ def _write_study(workdir, study, name, images, corr, recipe_spacing, config, rng
 
 def run(config, workdir: str) -> None:
   files.prepare_workdir(config, workdir)
-  for sub in ("images", "truth", "studies"):
+  for sub in ("images", "truth", "studies", "previews"):
     os.makedirs(os.path.join(workdir, sub), exist_ok=True)
   names = splits_lib.list_volumes(config)
   framing = from_config.framing(config)

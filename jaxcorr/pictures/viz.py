@@ -4,6 +4,7 @@ gives the font, colours, colour bars and atomic writes).
   save_radiograph       one DRR window-levelled like a radiograph (bone bright), at least
                         style.MIN_SIDE px, the patient direction on each edge and a scale bar in
                         mm at the isocentre, a caption above
+  views_preview         a study's views side by side, each windowed to 8 bits
   correspondence_figure a few query patches of view i (outlined, left column) and, for each,
                         its row of C in view j as a heat map (one column per C: e.g. the true
                         and the predicted), with a colour bar; both views cropped to the
@@ -32,6 +33,24 @@ def window_level(image: np.ndarray, low_pct: float = 1.0, high_pct: float = 99.7
   lo = min(lo, 0.0)
   scaled = (image - lo) / max(hi - lo, 1e-12)
   return (np.clip(scaled, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def window_percentiles(image: np.ndarray, low_pct: float = 0.5,
+                       high_pct: float = 99.5) -> np.ndarray:
+  """uint8 of an image (any range, e.g. a 16-bit radiograph) windowed to its own percentiles,
+  so its contrast fills the 8 bits a screen shows."""
+  image = np.asarray(image, np.float32)
+  lo, hi = np.percentile(image, [low_pct, high_pct])
+  scaled = (image - lo) / max(float(hi - lo), 1e-12)
+  return (np.clip(scaled, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def views_preview(images, titles, caption: str = "", size: int = style.MIN_SIDE) -> Image.Image:
+  """Views side by side, each windowed to 8 bits (`window_percentiles`), at least `size` px on
+  its shorter side, its title above it."""
+  panels = [style.caption(style.upscale(window_percentiles(im), size), title)
+            for im, title in zip(images, titles)]
+  return style.caption(style.beside(*panels), caption)
 
 
 def isocentre_mm_per_px(source, det_origin, det_u, det_v, isocentre=(0., 0., 0.)) -> float:

@@ -38,6 +38,7 @@ from jaxcorr.data import fractures, pipeline, radiometric, records, studies as s
 from jaxcorr.inference.predictor import Predictor
 from jaxcorr.metrics import classification as cm
 from jaxcorr.models import classifier, transfer, vit as vit_lib
+from jaxcorr.pictures import classifier as classifier_figures
 from jaxcorr.tasks import base as task_lib
 from jaxcorr.xray import io as xray_io, letterbox
 
@@ -280,8 +281,43 @@ class ClassificationTask(task_lib.Task):
             np.concatenate(attention) if keep_attention else None)
 
   def evaluate(self, params, model_state, split: str = "validation") -> dict:
-    probs, labels, _ = self.predict_split(params, split)
-    return cm.binary_metrics(probs, labels, cm.choose_threshold(probs, labels))
+    probs, labels, attention = self.predict_split(params, split, keep_attention=True)
+    threshold = cm.choose_threshold(probs, labels)
+    self._last_eval = (split, probs, labels, attention, threshold)
+    return cm.binary_metrics(probs, labels, threshold)
+
+  def display_views(self, split: str, indices, attention):
+    """(views [N, V, H, W] in [0, 1] as the model sees them, attention [N, A, h, w]) of the
+    studies `indices` of a split, from predict_split's attention [S, V, heads, h, w] (heads
+    averaged; A = 1 for the single-view model, which attends to view 0 only)."""
+    src = self.source(split)
+    views = []
+    for i in indices:
+      v = np.asarray(src[int(i)]["views"], np.float32)
+      if self.config.studies.source == "fractures":   # line integrals: normalised per view
+        lo, hi = v.min(axis=(1, 2), keepdims=True), v.max(axis=(1, 2), keepdims=True)
+        v = (v - lo) / np.where(hi > lo, hi - lo, 1.0)
+      views.append(v)
+    att = np.asarray(attention)[np.asarray(indices, int)].mean(axis=2)
+    if self.config.model.fusion == "single":
+      att = att[:, :1]
+    return np.stack(views), att
+
+  def eval_images(self, count: int = 2) -> dict:
+    """The last evaluation's confusion matrix (at the threshold it chose) and the class-token
+    attention over the first `count` studies (`jaxcorr.pictures.classifier`)."""
+    if getattr(self, "_last_eval", None) is None:
+      return {}
+    split, probs, labels, attention, threshold = self._last_eval
+    shown = np.arange(min(count, len(probs)))
+    views, att = self.display_views(split, shown, attention)
+    ids = self.study_ids.get(split) or list(range(len(probs)))
+    return {
+        "confusion": np.asarray(classifier_figures.confusion_figure(
+            labels, probs, threshold,
+            caption=f"{split}: confusion matrix at threshold {threshold:.2f} (row percentages)")),
+        "attention": np.asarray(classifier_figures.attention_figure(
+            views, att, labels[shown], probs[shown], threshold, ids=[ids[i] for i in shown]))}
 
 
 @functools.partial(jax.jit, static_argnames=("normalise", "augmentation", "corr_model"))
