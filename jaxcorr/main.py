@@ -23,6 +23,9 @@ if _REPO not in sys.path:
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a config file, optionally with ':preset'.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs and checkpoints.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Call jax.distributed.initialize() first: one process per host "
+    "(launch/ has the scripts; docs/scaling.md). Same as --config.mesh.distributed=True.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -78,7 +81,7 @@ def main(argv):
   from jaxcorr import jobs  # pylint: disable=g-import-not-at-top  (keeps --help fast)
   logging.get_absl_handler().addFilter(_QuietLibraries())
   config = _CONFIG.value
-  if "mesh" in config and config.mesh.distributed:
+  if _DISTRIBUTED.value or ("mesh" in config and config.mesh.get("distributed")):
     import jax  # pylint: disable=g-import-not-at-top
     # TPU pods and SLURM are detected by JAX; elsewhere JAX_COORDINATOR_ADDRESS plus
     # JAX_NUM_PROCESSES and JAX_PROCESS_ID (launch/gpu_multi_host.sh) say who is who.

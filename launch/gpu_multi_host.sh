@@ -17,4 +17,4 @@ if [ -n "${COORDINATOR:-}" ]; then
   export JAX_PROCESS_ID=${PROCESS_ID:?set PROCESS_ID}
 fi
 exec python -m jaxcorr.main --config="$config" --workdir="$workdir" \
-  --config.mesh.distributed=True "$@"
+  --distributed "$@"

@@ -4,7 +4,7 @@
 #   TPU=jaxcorr-v4 ZONE=us-central2-b TYPE=v4-32 VERSION=tpu-ubuntu2204-base \
 #     launch/tpu_pod.sh configs/pretrain.py gs://bucket/pretrain [--config.a.b=value ...]
 # Set KEEP=1 to keep the TPU afterwards. Each worker runs the same `python -m jaxcorr.main`
-# with --config.mesh.distributed=True: jax.distributed.initialize() finds the other hosts,
+# with --distributed: jax.distributed.initialize() finds the other hosts,
 # each host reads its own slice of the data and the mesh spans every chip.
 set -euo pipefail
 : "${TPU:?set TPU (name)}" "${ZONE:?set ZONE}" "${TYPE:?set TYPE, e.g. v4-8 or v4-32}"
@@ -20,4 +20,4 @@ cleanup() { [ "${KEEP:-0}" = 1 ] || gcloud compute tpus tpu-vm delete "$TPU" --z
 gcloud compute tpus tpu-vm create "$TPU" --zone "$ZONE" --accelerator-type "$TYPE" --version "$VERSION"
 trap cleanup EXIT
 ssh_all "git clone -q $REPO ~/jaxcorr || git -C ~/jaxcorr pull -q; cd ~/jaxcorr && pip install -q -e '.[tpu,dicom]'"
-ssh_all "cd ~/jaxcorr && python -m jaxcorr.main --config=$config --workdir=$workdir --config.mesh.distributed=True$overrides"
+ssh_all "cd ~/jaxcorr && python -m jaxcorr.main --config=$config --workdir=$workdir --distributed$overrides"

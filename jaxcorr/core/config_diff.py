@@ -23,7 +23,8 @@ from absl import logging
 # Fields (or whole blocks, ending in '.') whose change keeps shapes and the data stream.
 HARMLESS = (
     "log_every", "eval_every", "stop_after_step", "ckpt.", "eval.", "resume_anyway",
-    "data.threads", "data.prefetch", "ct.on_error", "mesh.distributed",
+    "data.threads", "data.prefetch", "ct.on_error",
+    "mesh.",   # devices and hosts: the same global batches, orbax restores onto the new mesh
     "drr.method", "drr.batch_size", "labels.method", "generate.render_batch",
 )
 # What a workdir holds once a resumable job has done some work (checkpoints, shards, studies).

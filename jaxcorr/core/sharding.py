@@ -58,3 +58,21 @@ def to_host(x) -> np.ndarray:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
   return np.asarray(x)
+
+
+def gather_json(obj) -> list:
+  """`obj` (anything JSON can hold) of every process, in process order.
+
+  A collective: every process must call it, so it is also a barrier (nothing after it starts
+  before every process has reached it). On one process, `[obj]`.
+  """
+  if jax.process_count() == 1:
+    return [obj]
+  import json  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  data = np.frombuffer(json.dumps(obj).encode(), np.uint8)
+  sizes = np.asarray(multihost_utils.process_allgather(np.int32(len(data))))
+  padded = np.zeros(int(sizes.max()), np.uint8)
+  padded[:len(data)] = data
+  rows = np.asarray(multihost_utils.process_allgather(padded))
+  return [json.loads(bytes(row[:n])) for row, n in zip(rows, sizes)]

@@ -15,7 +15,7 @@ the manifest again until it is fixed). The next
 volume is loaded and preprocessed in a background thread while the current one renders
 (parallel over volumes, at most two volumes in memory).
 
-Several processes (`mesh.distributed`, one per host): shard i is written by process i mod N
+Several processes (`python -m jaxcorr.main --distributed`, one per host): shard i is written by process i mod N
 only, and process 0 writes the manifest after every process has finished its shards.
 """
 

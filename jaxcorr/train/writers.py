@@ -19,7 +19,9 @@ import io
 import json
 import os
 import socket
+import shutil
 import struct
+import tempfile
 import time
 
 import numpy as np
@@ -144,14 +146,31 @@ class MetricWriter:
     self.enabled = enabled
     if not enabled:
       return
-    os.makedirs(os.path.join(workdir, "tb"), exist_ok=True)
-    path = os.path.join(workdir, "metrics.jsonl")
-    if resume_step is not None:
-      truncate_jsonl(path, resume_step)
-    self._jsonl = open(path, "a")
     name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}"
-    self._events = open(os.path.join(workdir, "tb", name), "ab")
+    paths = (os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "tb", name))
+    # An object store (gs://) cannot append: both files grow in a local folder and are
+    # uploaded whole after every write (they are small), `_upload`.
+    self._remote = paths if files.is_uri(workdir) else None
+    if self._remote:
+      self._stage = tempfile.mkdtemp(prefix="jaxcorr_metrics_")
+      local = (os.path.join(self._stage, "metrics.jsonl"), os.path.join(self._stage, name))
+      if files.path(paths[0]).exists():
+        with open(local[0], "wb") as f:
+          f.write(files.path(paths[0]).read_bytes())
+    else:
+      local = paths
+    files.path(os.path.dirname(paths[1])).mkdir(parents=True, exist_ok=True)
+    if resume_step is not None:
+      truncate_jsonl(local[0], resume_step)
+    self._jsonl = open(local[0], "a")
+    self._events = open(local[1], "ab")
     self._events.write(tfrecord(encode_event(0, time.time(), file_version="brain.Event:2")))
+
+  def _upload(self) -> None:
+    if self._remote:
+      for f, remote in zip((self._jsonl, self._events), self._remote):
+        with open(f.name, "rb") as local:
+          files.path(remote).write_bytes(local.read())
 
   def write(self, step: int, scalars: dict) -> None:
     if not self.enabled:
@@ -161,6 +180,7 @@ class MetricWriter:
     self._jsonl.flush()
     self._events.write(tfrecord(encode_event(step, time.time(), clean)))
     self._events.flush()
+    self._upload()
 
   def write_images(self, step: int, images: dict) -> None:
     """TensorBoard image summaries {tag: uint8 [H, W, 3]} (not in metrics.jsonl)."""
@@ -168,8 +188,11 @@ class MetricWriter:
       return
     self._events.write(tfrecord(encode_event(step, time.time(), images=images)))
     self._events.flush()
+    self._upload()
 
   def close(self) -> None:
     if self.enabled:
       self._jsonl.close()
       self._events.close()
+      if self._remote:
+        shutil.rmtree(self._stage, ignore_errors=True)
