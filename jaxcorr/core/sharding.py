@@ -76,3 +76,10 @@ def gather_json(obj) -> list:
   padded[:len(data)] = data
   rows = np.asarray(multihost_utils.process_allgather(padded))
   return [json.loads(bytes(row[:n])) for row, n in zip(rows, sizes)]
+
+
+def replicate(tree, mesh: Mesh):
+  """A host pytree that every process holds whole (an evaluation batch each process reads in
+  full) as arrays replicated over every device of `mesh`, so it can meet the mesh's parameters
+  in one jitted function on any number of processes."""
+  return jax.device_put(tree, replicated(mesh))

@@ -28,10 +28,20 @@ JOBS = {
 RESUMABLE = ("pretrain", "finetune", "classify", "generate", "make_fractures", "make_sparse")
 
 
+# Jobs that run as one process per host (`main --distributed`, docs/scaling.md); the others
+# are small and run on one host.
+MULTI_HOST = ("pretrain", "finetune", "classify", "generate")
+
+
 def run(config, workdir: str) -> None:
   """Runs the job named by `config.job` in `workdir`."""
   if config.job not in JOBS:
     raise ValueError(f"config.job={config.job!r} is not a job; allowed: {', '.join(sorted(JOBS))}")
+  import jax  # pylint: disable=import-outside-toplevel
+  if jax.process_count() > 1 and config.job not in MULTI_HOST:
+    raise ValueError(f"the {config.job} job runs on one host, not on {jax.process_count()} "
+                     f"processes: start it without --distributed (jobs for several hosts: "
+                     f"{', '.join(MULTI_HOST)})")
   # Every field checked before any work (imported here: `import jaxcorr.jobs` stays light).
   from jaxcorr.data import validation  # pylint: disable=import-outside-toplevel
   validation.validate(config)

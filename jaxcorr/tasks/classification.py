@@ -271,12 +271,12 @@ class ClassificationTask(task_lib.Task):
       n = len(host["label"])
       if n < bs:   # pad the last batch to the compiled size
         host = {k: np.concatenate([v, np.repeat(v[:1], bs - n, 0)]) for k, v in host.items()}
-      batch = self.finish(host, train=False)
+      batch = self.finish(sharding.replicate(host, self.mesh), train=False)
       logits, aux = self._predict(params, batch)
-      probs.append(np.asarray(jax.nn.sigmoid(logits))[:n])
+      probs.append(sharding.to_host(jax.nn.sigmoid(logits))[:n])
       labels.append(np.asarray(host["label"])[:n])
       if keep_attention:
-        attention.append(np.asarray(aux["attention"])[:n])
+        attention.append(sharding.to_host(aux["attention"])[:n])
     return (np.concatenate(probs), np.concatenate(labels),
             np.concatenate(attention) if keep_attention else None)
 

@@ -145,7 +145,7 @@ class FinetuneTask(task_lib.Task):
     """(scores, labels) of every annotated entry of a split, flattened."""
     out_s, out_y = [], []
     for batch in sparse.eval_batches(self.samples(split), self.config.eval.batch_size):
-      s = np.asarray(self._scores(params, model_state, batch))
+      s = sharding.to_host(self._scores(params, model_state, sharding.replicate(batch, self.mesh)))
       out_s.append(s[batch["mask"]])
       out_y.append(batch["label"][batch["mask"]])
     return np.concatenate(out_s), np.concatenate(out_y)
