@@ -46,6 +46,13 @@ def apply_preset(config, presets: dict, arg):
   return config
 
 
+def paths(default=""):
+  """A field holding one path or a tuple of paths. Typed `object`, so from the command line
+  `--config.ct.path=/cts` gives the string and `--config.ct.path="('/cts','/more.txt')"` the
+  tuple (a tuple-typed field would need the tuple syntax for one path too)."""
+  return ml_collections.FieldReference(default, field_type=object)
+
+
 def sized(size):
   """Preset overrides for `size`^3 CT cubes rendered to `size`^2 views."""
   return {"ct.size": size, "views.detector_size": (size, size)}
@@ -54,8 +61,10 @@ def sized(size):
 def ct(size=256):
   """Which CT to read and how to turn it into a cube of intensities (`config.ct`)."""
   return ml_collections.ConfigDict(dict(
-      # A NIfTI file (.nii/.nii.gz) or a DICOM series folder; empty = built-in phantom.
-      path="",
+      # Rendering: a NIfTI file (.nii/.nii.gz) or a DICOM series folder. Training, generate,
+      # evaluate: also a folder of CTs, a .txt list of paths, or a tuple of any of these
+      # (`data.splits.list_paths`). Empty = built-in phantoms.
+      path=paths(),
       # Built-in synthetic phantom, used when `path` is empty: forearm, hand, foot, knee, random.
       phantom="forearm",
       phantom_seed=0,
@@ -170,6 +179,10 @@ def data(phantoms=8):
       phantoms=phantoms,        # without ct.path: this many seeded synthetic phantoms
       split_mm=0.0,             # split CTs longer than this along z (0 = never)
       splits=(0.8, 0.1, 0.1),   # train/validation/test fractions, by volume
+      # CTs of the test / validation split instead of the automatic split (a file, folder, .txt
+      # list or tuple, as ct.path): never trained on; the other CTs of ct.path fill the rest.
+      test_path=paths(),
+      validation_path=paths(),
       threads=2,                # Grain read threads
       workers=0,                # Grain worker processes (multiprocess prefetch; 0 = none)
       prefetch=4,               # Grain prefetch buffer (batches)

@@ -82,6 +82,9 @@ def load_volume(ct_config) -> Volume:
   cube of its largest extent) and centred on `ct.isocenter`.
   """
   if ct_config.path:
+    if not isinstance(ct_config.path, str):
+      raise ValueError(f"config.ct.path={ct_config.path!r}: this job renders one CT; give one "
+                       "NIfTI file or DICOM series folder")
     vol = hu_volume(ct_config.path, ct_config)
   else:
     kind = check_choice("ct.phantom", ct_config.phantom)

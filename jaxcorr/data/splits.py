@@ -5,6 +5,14 @@ Splits are by CT volume, so no patient is in two splits. The assignment is writt
 new volumes go to 'train' and are logged). A split a job needs but that holds no volume (a
 folder of fewer than 3 CTs) is an error before any work (`require`), and the CTs a run skipped
 (`ct.on_error='skip'`) are listed with the reason in `<workdir>/skipped.json` (`write_skipped`).
+
+`ct.path` is one entry or a tuple of entries, each a CT file (NIfTI, or a DICOM series folder
+holding no NIfTI), a folder of CTs or a `.txt` list of paths (one a line, '#' comments), so
+several folders make one run. `data.test_path` / `data.validation_path` (the same kinds of
+entries) name the CTs of those splits instead of the automatic split: a named CT is taken out of
+every other split (it is never trained on, also when splits.json was written before), and the
+remaining CTs of `ct.path` are split among the splits not named, by their `data.splits`
+fractions (all of them go to 'train' when both are named).
 """
 
 from __future__ import annotations
@@ -21,19 +29,66 @@ from jaxcorr.ct import io
 SPLITS = ("train", "validation", "test")
 
 
+def list_paths(entries, field: str = "ct.path") -> list[str]:
+  """Absolute paths of the CTs that `entries` name, in order, each once.
+
+  Args:
+    entries: a string or a tuple/list of strings, each a NIfTI file, a folder of CTs (NIfTI
+      files and DICOM series subfolders), a DICOM series folder or a `.txt` list of such paths;
+      '' or () name none.
+    field: the config field `entries` came from, for the errors.
+
+  Raises:
+    CTError: an entry that is not a CT, a folder of CTs or a list file (from `io.list_cts`).
+    ValueError: an entry that is not a string.
+  """
+  if isinstance(entries, str):
+    entries = (entries,) if entries else ()
+  if not all(isinstance(e, str) and e for e in entries):
+    raise ValueError(f"config.{field}={entries!r}: every entry must be a non-empty path "
+                     "(a CT file or folder, a folder of CTs, or a .txt list of paths)")
+  found = []
+  for entry in entries:
+    found.extend(os.path.abspath(p) for p in _entry_paths(entry))
+  return list(dict.fromkeys(found))   # one each, first order kept
+
+
+def _entry_paths(entry: str) -> list:
+  if os.path.isfile(entry) and entry.endswith(".txt"):
+    with open(entry) as f:
+      lines = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    return io.list_cts(lines)
+  if os.path.isfile(entry) or entry.endswith(io.NIFTI_SUFFIXES) or _is_series(entry):
+    return [entry]
+  return io.list_cts(entry)
+
+
+def _is_series(folder: str) -> bool:
+  """A folder with files but no NIfTI file and no subfolder: one DICOM series, not a folder
+  of CTs."""
+  if not os.path.isdir(folder):
+    return False
+  names = os.listdir(folder)
+  return bool(names) and not any(
+      n.lower().endswith(io.NIFTI_SUFFIXES) or os.path.isdir(os.path.join(folder, n))
+      for n in names)
+
+
 def list_volumes(config) -> list[str]:
-  """Names of the configured volumes: CT paths, or 'phantom:<seed>' for the built-in ones."""
-  path = config.ct.path
-  if not path:
+  """Names of the configured volumes: CT paths (`list_paths` of `ct.path`), or 'phantom:<seed>'
+  for the built-in ones."""
+  if not config.ct.path:
     return [f"phantom:{s}" for s in range(config.data.phantoms)]
   # Absolute paths, so a run's splits.json means the same from any working directory.
-  if os.path.isfile(path) and path.endswith(".txt"):
-    with open(path) as f:
-      entries = [line.strip() for line in f if line.strip() and not line.startswith("#")]
-    return [os.path.abspath(p) for p in io.list_cts(entries)]
-  if os.path.isfile(path) or path.endswith(io.NIFTI_SUFFIXES):
-    return [os.path.abspath(path)]
-  return [os.path.abspath(p) for p in io.list_cts(path)]
+  return list_paths(config.ct.path)
+
+
+def named_splits(config) -> dict[str, list[str]]:
+  """{split: CT paths} of the splits `data.test_path` / `data.validation_path` name."""
+  data = config.data
+  named = {s: list_paths(data.get(f"{s}_path", ""), f"data.{s}_path")
+           for s in ("validation", "test")}
+  return {s: n for s, n in named.items() if n}
 
 
 def assign_splits(names: list[str], fractions, seed: int) -> dict[str, list[str]]:
@@ -60,9 +115,12 @@ def assign_splits(names: list[str], fractions, seed: int) -> dict[str, list[str]
 
 
 def load_or_assign(config, workdir: str) -> dict[str, list[str]]:
-  """The split assignment of the workdir, created from the config on first use."""
+  """The split assignment of the workdir, created from the config on first use (see the
+  module docstring for `data.test_path` / `data.validation_path`)."""
   path = os.path.join(workdir, "splits.json")
-  names = list_volumes(config)
+  named = named_splits(config)
+  held = {n for part in named.values() for n in part}
+  names = [n for n in list_volumes(config) if n not in held]
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
@@ -71,10 +129,32 @@ def load_or_assign(config, workdir: str) -> dict[str, list[str]]:
     if new:
       logging.warning("%d volumes not in %s go to 'train': %s", len(new), path, new[:5])
       saved["train"] = saved["train"] + new
-    return saved
-  result = assign_splits(names, config.data.splits, config.seed)
+    return _hold_out(saved, named)
+  fractions = np.asarray(config.data.splits, np.float64)
+  fractions = np.where([s in named for s in SPLITS], 0.0, fractions)
+  if fractions.sum() <= 0:
+    fractions = np.array([1.0, 0.0, 0.0])
+  result = _hold_out(assign_splits(names, fractions, config.seed) if names
+                     else {s: [] for s in SPLITS}, named)
   files.write_json(path, result)
   return result
+
+
+def _hold_out(assignment: dict[str, list[str]], named: dict[str, list[str]]) -> dict:
+  """`assignment` with the named splits replaced by their CTs and those CTs removed from every
+  other split (logged when an earlier splits.json had them elsewhere)."""
+  held = {n: s for s, part in named.items() for n in part}
+  out = {}
+  for split in SPLITS:
+    if split in named:
+      out[split] = list(named[split])
+      continue
+    moved = [n for n in assignment.get(split, []) if n in held]
+    if moved:
+      logging.warning("%d CTs of split %r are named by data.%s_path instead: %s", len(moved),
+                      split, held[moved[0]], moved[:5])
+    out[split] = [n for n in assignment.get(split, []) if n not in held]
+  return out
 
 
 def require(assignment: dict[str, list[str]], split: str, config, workdir: str,

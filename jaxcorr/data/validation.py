@@ -75,6 +75,14 @@ def text():
   return (lambda v: isinstance(v, str)), "a string (a path, or empty)"
 
 
+def paths():
+  def ok(v):
+    return isinstance(v, str) or (isinstance(v, (tuple, list)) and len(v) > 0 and all(
+        isinstance(x, str) and x for x in v))
+  return ok, ("a path, or a tuple of non-empty paths (CT files or folders, folders of CTs, .txt "
+              "lists), e.g. \"('ct', 'ct_limbs')\"")
+
+
 _POSITIVE_INTS = pair(lambda x: _is_int(x) and x >= 1, "integers >= 1", "(256, 256)")
 
 RULES = {
@@ -83,6 +91,9 @@ RULES = {
     "seed": integer(0),
     "eval.batch_size": integer(1),
     "eval.batches": integer(1),
+    "ct.path": paths(),
+    "data.test_path": paths(),
+    "data.validation_path": paths(),
     "ct.size": integer(8),
     "ct.max_voxels": integer(1),
     "ct.hu_window": pair(_is_num, "numbers", "(-1000., 3000.)"),

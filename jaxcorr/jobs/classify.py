@@ -33,8 +33,12 @@ def ensure_data(config, workdir: str) -> None:
   if not config.data.shards:
     config.data.shards = os.path.join(workdir, "data")
   if not os.path.exists(os.path.join(config.data.shards, "manifest.json")):
-    logging.info("making the fracture benchmark in %s", config.data.shards)
-    make_fractures.run(config, config.data.shards)
+    # On several processes process 0 makes it (make_fractures runs on one host) while the
+    # others wait for it at the barrier.
+    if jax.process_index() == 0:
+      logging.info("making the fracture benchmark in %s", config.data.shards)
+      make_fractures.run(config, config.data.shards)
+    sharding.gather_json(None)
 
 
 def _errors_figure(path, task, probs, labels, attention, threshold, count=4):
