@@ -29,6 +29,8 @@ def test_precision_recall_mse_over_two_batches():
   assert r["mse"] == pytest.approx(sq)
   # Ranking 1.0 (pos), 0.6 (pos), 0.3, 0.1 (pos), 0.0: AP = (1 + 1 + 3/4) / 3.
   assert r["ap"] == pytest.approx((1 + 1 + 3 / 4) / 3)
+  # Leading axes 2 + 1 samples; true C > 0.2 on 0.5, 0.9 and 1.0 of the 5 pairs.
+  assert r["samples"] == 3 and r["positive_fraction"] == pytest.approx(3 / 5)
 
 
 def _ap_from_definition(scores, targets):
