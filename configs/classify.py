@@ -91,6 +91,7 @@ def get_config(arg=None):
   ))
   config.pretrained = ""      # correspondence pretraining workdir for the *_pretrained rows
   config.init_from = ""       # backbone from a pretraining run (set by the rows)
+  config.which_checkpoint = "best"  # of init_from's workdir: best | latest | a step, e.g. "200"
   config.init_timm = ""       # or from a timm ViT file (.safetensors)
   config.augment = ml_collections.ConfigDict(dict(radiometric=common.augment().radiometric))
   config.eval = ml_collections.ConfigDict(dict(batch_size=config.get_ref("batch_size")))

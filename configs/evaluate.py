@@ -31,7 +31,7 @@ def get_config(arg=None):
   config.job = "evaluate"
   config.seed = 0
   config.runs = ("",)                 # pretraining workdirs (a tuple of paths)
-  config.checkpoint = "best"          # best | latest
+  config.checkpoint = "best"          # best | latest | a step number, e.g. "200"
   config.untrained = True             # add the untrained model as a baseline row
   config.overlays = 2                 # overlay pictures per run
   config.eval = ml_collections.ConfigDict(dict(batches=16, batch_size=8, seed=4321))

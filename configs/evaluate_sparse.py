@@ -25,5 +25,6 @@ def get_config(arg=None):
       splits="",           # a fine-tuning workdir's splits.json ('' = every study)
       split="test",        # which split of it to score
       runs=("",),          # pretraining / fine-tuning workdirs, one row each
+      which_checkpoint="best",  # of each run: best | latest | a step number, e.g. "200"
       batch_size=4,
   ))

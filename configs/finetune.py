@@ -35,6 +35,7 @@ def get_config(arg=None):
   config.job = "finetune"
   config.seed = 0
   config.init_from = ""          # a pretraining workdir (or one of its checkpoint directories)
+  config.which_checkpoint = "best"  # of init_from's workdir: best | latest | a step, e.g. "200"
   config.annotations = ""        # the sparse-annotation JSON-lines file (docs/annotations.md)
   config.head = "correspondence"  # 'correspondence' (fine-tune all) | 'pair_mlp' (baseline)
   config.mlp_hidden = 256        # pair_mlp: hidden width

@@ -10,7 +10,9 @@ Commands and what to expect:
       study is reported in studies.csv and the others go on.
   ... --config.tta=True              radiographs in any orientation (8 passes, slower).
   ... --config.export=True           also writes export/forward.jaxexport (jax.export).
-`checkpoint` is a pretraining or fine-tuning workdir, or one of its checkpoint directories.
+`checkpoint` is a pretraining or fine-tuning workdir, or one of its checkpoint directories;
+`which_checkpoint` picks a workdir's best (default), latest or a given step; the log says which
+checkpoint and step it loaded.
 """
 
 import ml_collections
@@ -24,6 +26,7 @@ def get_config(arg=None):
   return ml_collections.ConfigDict(dict(
       job="predict",
       checkpoint="",          # pretraining / fine-tuning workdir or checkpoint directory
+      which_checkpoint="best",  # of a workdir: best | latest | a step number, e.g. "200"
       views=("",),            # the views of one study (paths: DICOM, PNG, JPEG, TIFF)
       studies="",             # or a list file of studies (see jaxcorr/jobs/predict.py)
       tta=False,              # dihedral test-time augmentation (any orientation)

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcorr.core import files
+from jaxcorr.core import checkpoints, files
 from jaxcorr.core.choices import check_choice
 from jaxcorr.inference import tta as tta_lib
 from jaxcorr.models import build, transfer
@@ -90,8 +90,10 @@ class Predictor:
     self.source = source
 
   @classmethod
-  def from_checkpoint(cls, path: str, **kwargs) -> "Predictor":
-    """The model of a pretraining or fine-tuning run (its workdir or a checkpoint directory)."""
+  def from_checkpoint(cls, path: str, select="best", **kwargs) -> "Predictor":
+    """The model of a pretraining or fine-tuning run (its workdir or a checkpoint directory);
+    `select` picks a workdir's checkpoint: 'best', 'latest' or a step number
+    (`jaxcorr.core.checkpoints`). The log and `source` name the checkpoint loaded."""
     config = files.run_config(path)
     if config.get("job") not in CORRESPONDENCE_JOBS:
       raise ValueError(f"{path} holds a {config.get('job')!r} run, not a correspondence model; "
@@ -100,10 +102,11 @@ class Predictor:
       image_size, patch = tuple(config.image_size), config.patch
     else:
       image_size, patch = tuple(config.views.detector_size), config.labels.patch
-    params, model_state, _ = transfer.read_checkpoint_params(path)
+    loaded = checkpoints.resolve(path, select)
+    params, model_state, _ = transfer.read_checkpoint_params(path, select)
     model = build.build_model(config.model)
     return cls(model, {"params": params, **(model_state or {})}, image_size=image_size,
-               patch=patch, source=path, **kwargs)
+               patch=patch, source=loaded.directory, **kwargs)
 
   # Input -----------------------------------------------------------------------------------
 

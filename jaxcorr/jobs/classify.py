@@ -65,9 +65,13 @@ def run(config, workdir: str) -> dict:
   loop.train_and_evaluate(config, workdir, task, mesh)
   ckpt = checkpoint.Checkpoints(workdir, best_metric=config.ckpt.best_metric)
   try:
-    state, _ = ckpt.restore_raw(best=ckpt.best.latest_step() is not None)
+    use_best = ckpt.best.latest_step() is not None
+    step = ckpt.best.best_step() if use_best else ckpt.latest.latest_step()
+    state, _ = ckpt.restore_raw(step, best=use_best)
   finally:
     ckpt.close()
+  logging.info("scoring the %s checkpoint, step %d of %s", "best" if use_best else "latest",
+               step, workdir)
   params = jax.device_put(state["params"], sharding.replicated(mesh))
   val_p, val_y, _ = task.predict_split(params, "validation")
   threshold = cm.choose_threshold(val_p, val_y)

@@ -2,7 +2,7 @@
 
 For every pretraining workdir in `config.runs` (and, with `config.untrained`, the first run's
 model at initialisation), the model of that run's `config.json` is restored from its best (or
-latest) checkpoint and scored on the 'test' split of that run's `splits.json` (volumes never
+latest, or a given step: `config.checkpoint`) checkpoint, logged, and scored on the 'test' split of that run's `splits.json` (volumes never
 seen in training), each row named as the paper's Table 1 names it (`models.build.row_name`):
 MSE, precision and recall at 0.2, and AP over all patch pairs, on
 `eval.batches` fixed batches. Writes `results.csv`, `results.json`, prints a markdown table,
@@ -19,8 +19,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jaxcorr.core import files, sharding
-from jaxcorr.core.choices import check_choice
+from jaxcorr.core import checkpoints, files, sharding
 from jaxcorr.data import splits as splits_lib
 from jaxcorr.metrics import correspondence as metrics
 from jaxcorr.models import build
@@ -50,11 +49,14 @@ def _variables(run_dir: str, task, mesh, which: str):
     tx = state_lib.make_optimizer(task.config.optim, 1)
     state, _ = loop.init_state(task, tx, mesh, seed=task.config.seed)
     return state.params, state.model_state
+  loaded = checkpoints.resolve(run_dir, which, field="checkpoint")
   ckpt = checkpoint.Checkpoints(run_dir)
   try:
-    state, _ = ckpt.restore_raw(best=which == "best")
+    state, _ = ckpt.restore_raw(loaded.step,
+                                best=os.path.basename(os.path.dirname(loaded.directory)) == "best")
   finally:
     ckpt.close()
+  logging.info("loaded %s", loaded.describe())
   return state["params"], state.get("model_state", {}) or {}
 
 
@@ -64,7 +66,7 @@ def run(config, workdir: str) -> None:
   if not runs:
     raise ValueError("config.runs is empty: give the workdirs of pretraining runs, e.g. "
                      "--config.runs=\"('/tmp/pretrain',)\"")
-  check_choice("config.checkpoint", config.checkpoint, ("best", "latest"))
+  checkpoints.parse_select(config.checkpoint, field="checkpoint")
   mesh = sharding.make_mesh(1)
   entries = [(d, config.checkpoint) for d in runs]
   if config.untrained:

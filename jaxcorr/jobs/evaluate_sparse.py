@@ -37,9 +37,9 @@ def _row_name(run_dir: str) -> str:
   return "fine-tuned"
 
 
-def _score_run(run_dir: str, studies, batch_size: int) -> dict:
+def _score_run(run_dir: str, studies, batch_size: int, select="best") -> dict:
   """Metrics of one run on the annotated entries of `studies`."""
-  predictor = Predictor.from_checkpoint(run_dir, batch_size=batch_size)
+  predictor = Predictor.from_checkpoint(run_dir, select=select, batch_size=batch_size)
   samples = sparse.load_samples(studies, image_size=predictor.image_size, patch=predictor.patch,
                                 max_pairs=max(1, max(s.n_pairs for s in studies)))
   m = metrics.CorrespondenceMetrics()
@@ -68,7 +68,8 @@ def run(config, workdir: str) -> None:
   rows = []
   for run_dir in runs:
     result = {"run": _row_name(run_dir), "workdir": os.path.abspath(run_dir),
-              **_score_run(run_dir, studies, config.batch_size)}
+              **_score_run(run_dir, studies, config.batch_size,
+                           config.get("which_checkpoint", "best"))}
     logging.info("%s: %s", run_dir, result)
     rows.append(result)
   keys = ["run", "precision", "recall", "ap", "annotated", "workdir"]

@@ -132,7 +132,8 @@ def run(config, workdir: str) -> None:
   if not config.checkpoint:
     raise ValueError("config.checkpoint is empty: give a pretraining or fine-tuning workdir, "
                      "e.g. --config.checkpoint=/tmp/jaxcorr_pretrain")
-  predictor = Predictor.from_checkpoint(config.checkpoint, tta=config.tta,
+  predictor = Predictor.from_checkpoint(config.checkpoint, select=config.which_checkpoint,
+                                        tta=config.tta,
                                         tta_reduce=config.tta_reduce,
                                         batch_size=config.batch_size)
   studies = _studies(config)

@@ -31,16 +31,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pathlib
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Sequence
 
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
+from jaxcorr.core import checkpoints
 from jaxcorr.models import convert, resnet as resnet_lib
 
 Path = tuple[str, ...]
@@ -186,50 +187,13 @@ def load_subtree(target, source, *, target_path: Sequence[str] = ("backbone",),
   return flax.traverse_util.unflatten_dict(out), report
 
 
-def _step_dirs(directory: pathlib.Path) -> list[int]:
-  """The finalised step folders (integer names) of an orbax manager directory."""
-  if not directory.is_dir():
-    return []
-  return sorted(int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit())
-
-
-def _best_step(best: pathlib.Path, steps: list[int]) -> int:
-  """The step with the highest saved metric (as `train.checkpoint`'s best manager keeps)."""
-  scores = {}
-  for step in steps:
-    try:
-      metrics = json.loads((best / str(step) / "metrics" / "metrics").read_text())
-      scores[step] = float(next(iter(metrics.values())))
-    except (OSError, ValueError, StopIteration):
-      continue
-  return max(scores, key=scores.get) if scores else steps[-1]
-
-
-def _resolve(path: pathlib.Path) -> tuple[pathlib.Path, Optional[pathlib.Path]]:
-  """(step directory, workdir or None) of a workdir or a step directory."""
-  best, latest = path / "best", path / "checkpoints"
-  if best.is_dir() or latest.is_dir():
-    best_steps, latest_steps = _step_dirs(best), _step_dirs(latest)
-    if best_steps:
-      return best / str(_best_step(best, best_steps)), path
-    if latest_steps:
-      return latest / str(latest_steps[-1]), path
-    raise FileNotFoundError(f"no finished checkpoint in {path}: {best} and {latest} hold no "
-                            "step folders (was the run stopped before its first save?).")
-  if path.parent.name in ("best", "checkpoints"):
-    if not path.name.isdigit():
-      raise FileNotFoundError(f"{path} is not a finished checkpoint (step folders are named by "
-                              "their step; orbax writes unfinished ones under a temporary name).")
-    return path, path.parent.parent
-  raise FileNotFoundError(f"{path}: neither a training workdir (with best/ or checkpoints/) nor a "
-                          ".../best/<step> or .../checkpoints/<step> folder.")
-
-
 def _restore_params(state_dir: pathlib.Path) -> dict:
   """{'params', 'model_state'} of a saved TrainState as NumPy arrays, whatever the devices and
   sharding it was saved with (the optimiser state is not read)."""
   with ocp.PyTreeCheckpointer() as checkpointer:
-    metadata = checkpointer.metadata(state_dir)
+    # The item's own metadata: the checkpoint-level file lives in the step folder above, so
+    # asking the checkpointer for it here logs "Metadata file does not exist".
+    metadata = ocp.PyTreeCheckpointHandler().metadata(state_dir)
     tree = getattr(getattr(metadata, "item_metadata", metadata), "tree", metadata)
     if "params" not in tree:
       raise ValueError(f"checkpoint {state_dir.parent} holds no 'params' (keys: {sorted(tree)}).")
@@ -240,12 +204,14 @@ def _restore_params(state_dir: pathlib.Path) -> dict:
         item=item, restore_args=restore_args, partial_restore=True))
 
 
-def read_checkpoint_params(path):
-  """Reads the params of a training checkpoint.
+def read_checkpoint_params(path, select="best"):
+  """Reads the params of a training checkpoint and logs which one it read.
 
   Args:
-    path: a training workdir (its best checkpoint when best/ has one, else the latest of
-      checkpoints/), or a step folder <workdir>/best/<step> or <workdir>/checkpoints/<step>.
+    path: a training workdir, or a step folder <workdir>/best/<step> or
+      <workdir>/checkpoints/<step>.
+    select: for a workdir, 'best' (its best checkpoint when best/ has one, else the latest of
+      checkpoints/), 'latest' or a step number (`jaxcorr.core.checkpoints.resolve`).
 
   Returns:
     (params, model_state (a dict, maybe empty), the run's config.json as a dict or None when
@@ -254,15 +220,15 @@ def read_checkpoint_params(path):
   Raises:
     FileNotFoundError: no checkpoint there, or the step folder is incomplete.
   """
-  path = pathlib.Path(os.path.expanduser(str(path))).absolute()
-  if not path.exists():
-    raise FileNotFoundError(f"checkpoint path {path} does not exist.")
-  step_dir, workdir = _resolve(path)
+  loaded = checkpoints.resolve(str(path), select)
+  step_dir = pathlib.Path(loaded.directory)
+  workdir = pathlib.Path(loaded.workdir) if loaded.workdir else None
   state_dir = step_dir / "state"
   if not state_dir.is_dir() or not (state_dir / "_METADATA").exists():
     raise FileNotFoundError(f"incomplete checkpoint {step_dir}: no {state_dir.name}/_METADATA "
                             "(an interrupted save, or not a jaxcorr training checkpoint).")
   state = _restore_params(state_dir)
+  logging.info("loaded %s", loaded.describe())
   config = None
   if workdir is not None and (workdir / "config.json").exists():
     config = json.loads((workdir / "config.json").read_text())
@@ -365,14 +331,15 @@ def load_torchvision_backbone(params, model_state, path, *, backbone: str,
 
 
 def load_backbone(target_params, path, *, target_path: Sequence[str] = ("backbone",),
-                  source_path: Sequence[str] = ("backbone",)):
+                  source_path: Sequence[str] = ("backbone",), select="best"):
   """`load_timm_backbone` for a timm file, else `load_subtree` of `read_checkpoint_params`.
 
-  The one call a task's `restore_init` needs for `config.init_from`; returns (params, Report).
+  The one call a task's `restore_init` needs for `config.init_from` (`select`: which
+  checkpoint of a workdir, as `read_checkpoint_params`); returns (params, Report).
   """
   if pathlib.Path(str(path)).suffix in _TIMM_SUFFIXES:
     return load_timm_backbone(target_params, path, target_path=target_path)
-  source, _, _ = read_checkpoint_params(path)
+  source, _, _ = read_checkpoint_params(path, select)
   params, report = load_subtree(target_params, source, target_path=target_path,
                                 source_path=source_path)
   report.source = str(path)

@@ -246,7 +246,8 @@ class ClassificationTask(task_lib.Task):
     if not (c.init_from or c.init_timm):
       return params, model_state
     path = c.init_from or c.init_timm
-    params, report = transfer.load_backbone(params, path)
+    params, report = transfer.load_backbone(params, path,
+                                            select=c.get("which_checkpoint", "best"))
     logging.info("backbone initialised from %s:\n%s", path, report.format())
     if self.workdir:
       files.write_json(os.path.join(self.workdir, "init_report.json"), report.to_dict())

@@ -95,7 +95,8 @@ class FinetuneTask(task_lib.Task):
     return self.model.init({"params": rng}, batch["views"], train=False)
 
   def restore_init(self, params, model_state):
-    src_params, src_state, _ = transfer.read_checkpoint_params(self.config.init_from)
+    src_params, src_state, _ = transfer.read_checkpoint_params(
+        self.config.init_from, self.config.get("which_checkpoint", "best"))
     if self.config.model.get("kind", "correspondence") == "correspondence":
       params, report = transfer.load_subtree(params, src_params, target_path=(),
                                              source_path=())
