@@ -1,5 +1,8 @@
 """Entry point: `python -m jaxcorr.main --config=configs/<job>.py[:preset] --workdir=DIR`.
 
+`--config` is a config file or an installed config's name (`--config=pretrain:tiny` works
+from any directory); `--help` lists the configs, their jobs and presets, then the flags.
+
 The config names its job (`config.job`); any field can be overridden with `--config.a.b=value`.
 Configs are locked: a mistyped override is an error that lists the valid fields.
 """
@@ -14,6 +17,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from jaxcorr.core import config_files
+
 # Config files live in the repository's `configs/` folder beside the package and import
 # `configs.common`; make that importable whatever the current directory.
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,7 +26,8 @@ if _REPO not in sys.path:
   sys.path.insert(0, _REPO)
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Path to a config file, optionally with ':preset'.", lock_config=True)
+    "config", None, "A config file or an installed config's name (e.g. pretrain), "
+    "optionally with ':preset'.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs and checkpoints.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() first: one process per host "
@@ -58,7 +64,16 @@ def _explain_override(argv) -> str:
 
 
 def _parse_flags(argv):
-  """absl's flag parsing, with a readable error for a mistyped config override."""
+  """absl's flag parsing: --config may name an installed config (`core.config_files`),
+  --help lists the configs first, and a mistyped config override gets a readable error."""
+  try:
+    argv = [f"--config={config_files.resolve_spec(a.split('=', 1)[1])}"
+            if a.startswith("--config=") else a for a in argv]
+  except FileNotFoundError as e:
+    sys.stderr.write(f"FATAL {e}\n")
+    sys.exit(2)
+  if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
+    print(config_files.catalogue() + "\n")
   try:
     return flags.FLAGS(argv)
   except (AttributeError, KeyError, flags.Error) as e:

@@ -10,7 +10,7 @@ from jaxcorr.data import from_config
 
 
 CONFIGS = sorted(p for p in (pathlib.Path(__file__).parents[1] / "configs").glob("*.py")
-                 if p.name != "common.py")
+                 if p.name != "common.py" and not p.name.startswith("_"))
 
 
 def _load(path):
