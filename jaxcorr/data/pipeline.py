@@ -12,7 +12,8 @@ Chain (per process; `make_dataset`):
 Randomness comes only from the rng Grain hands to `random_map` (a function of the seed and the
 record's position), so the same seed gives the same batches whatever the number of threads.
 The host part yields NumPy dicts; `DeviceBatches` finishes them on the accelerator in one
-jitted function: rendering (on_the_fly), per-view normalisation (or the radiograph appearance
+jitted function: rendering (on_the_fly; each device renders its own shard of the batch,
+`render_sharded`), per-view normalisation (or the radiograph appearance
 model, `appearance.py`), radiometric and geometric
 augmentation, then assembles global arrays over the mesh's data axis
 (`jax.make_array_from_process_local_data`).
@@ -99,16 +100,32 @@ def make_dataset(*, mode: str, seed: int, batch_size: int, recipe_maker=None,
   return it
 
 
+def render_sharded(bank, recipes, *, framing, threshold, projector, mesh=None):
+  """`samples.render_batch` with each device of `mesh` rendering its own shard of the batch
+  (split over the 'data' axis; the bank is replicated), so no device renders another's samples
+  and no batch-wide loop is partitioned by the compiler. Without a mesh (or one device), the
+  plain batch call."""
+  render = functools.partial(samples.render_batch, framing=framing, threshold=threshold,
+                             projector=projector)
+  if mesh is None or mesh.size == 1:
+    return render(bank, recipes)
+  data = jax.sharding.PartitionSpec("data")
+  # check_vma=False: the kernels' loops carry values the replication checker cannot type (the
+  # bank is replicated, the recipes are not); every output is per-sample, hence sharded.
+  return jax.shard_map(render, mesh=mesh, in_specs=(jax.sharding.PartitionSpec(), data),
+                       out_specs=(data, data), check_vma=False)(bank, recipes)
+
+
 @functools.partial(jax.jit, static_argnames=("framing", "threshold", "augmentation", "render",
-                                             "projector"))
+                                             "projector", "mesh"))
 def finish_batch(bank, batch, *, framing, threshold, augmentation: Augment, render: bool,
-                 projector: samples.Projector = samples.Projector()):
-  """Device part: render (on_the_fly, with `projector`'s kernels), normalise, augment. Returns
-  the batch dict."""
+                 projector: samples.Projector = samples.Projector(), mesh=None):
+  """Device part: render (on_the_fly, with `projector`'s kernels, each device its shard of the
+  batch over `mesh`: `render_sharded`), normalise, augment. Returns the batch dict."""
   if render:
-    views, corr = samples.render_batch(bank, {k: batch[k] for k in samples.RECIPE_KEYS},
-                                       framing=framing, threshold=threshold,
-                                       projector=projector)
+    views, corr = render_sharded(bank, {k: batch[k] for k in samples.RECIPE_KEYS},
+                                 framing=framing, threshold=threshold, projector=projector,
+                                 mesh=mesh)
   else:
     views, corr = batch["views"], batch["corr"]
   keys = jax.vmap(jax.random.key)(batch["seed"])
@@ -172,7 +189,8 @@ class DeviceBatches(Batches):
                projector: samples.Projector = samples.Projector()):
     super().__init__(dataset, functools.partial(
         finish_batch, bank, framing=framing, threshold=threshold, augmentation=augmentation,
-        render=render, projector=projector), sharding=sharding)
+        render=render, projector=projector,
+        mesh=None if sharding is None else sharding.mesh), sharding=sharding)
     self.rejected = 0
 
   def _host(self) -> dict:
