@@ -7,21 +7,27 @@ predicted scores and the labels, optionally weighting the rare positive entries 
 Evaluation runs the model (train=False) on a fixed set of validation samples (no augmentation,
 a fixed seed, `eval.batches` batches) and reports MSE, precision, recall and AP
 (`jaxcorr.metrics.correspondence`).
+
+Initialisation: random, or with `model.init_torchvision=PATH` the ResNet backbone from a
+torchvision state dict (`transfer.load_torchvision_backbone`, on a fresh start only): the log
+and `<workdir>/init_report.json` say what was loaded (with shapes), what kept its random
+initialisation and which source tensors went unused, as the classifier's `init_timm` does.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from jaxcorr.core import sharding
+from jaxcorr.core import files, sharding
 from jaxcorr.data import from_config, pipeline, records, samples, splits as splits_lib
 from jaxcorr.metrics import correspondence as metrics
-from jaxcorr.models import build
+from jaxcorr.models import build, transfer
 from jaxcorr.pictures import curves, viz
 from jaxcorr.tasks import base as task_lib
 
@@ -37,6 +43,7 @@ class CorrespondenceTask(task_lib.Task):
 
   def __init__(self, config, workdir: str, mesh):
     self.config = config
+    self.workdir = workdir
     self.mesh = mesh
     self.model = build.build_model(config.model)
     self._batch_sharding = sharding.batch_sharding(mesh)
@@ -121,6 +128,18 @@ class CorrespondenceTask(task_lib.Task):
 
   def init_variables(self, rng, batch):
     return self.model.init({"params": rng}, batch["views"], train=False)
+
+  def restore_init(self, params, model_state):
+    """The backbone from `model.init_torchvision` when given (see the module docstring)."""
+    path = self.config.model.get("init_torchvision", "")
+    if not path:
+      return params, model_state
+    params, model_state, report = transfer.load_torchvision_backbone(
+        params, model_state, path, backbone=self.config.model.backbone)
+    logging.info("backbone initialised from %s:\n%s", path, report.format())
+    if self.workdir:
+      files.write_json(os.path.join(self.workdir, "init_report.json"), report.to_dict())
+    return params, model_state
 
   def loss_fn(self, params, model_state, batch, rng, *, train=True):
     del rng  # the model has no dropout
