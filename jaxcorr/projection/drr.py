@@ -33,6 +33,10 @@ Two ways to walk the sum, with the same result up to float32 rounding:
              sorted by length (`jaxcorr.projection.ray_march`). On CTs padded to a cube with air
              this skips most of the samples (95% for a 256^3 pelvis CT), whatever the
              intensity model. Its derivatives are the dense ones.
+  fused      the clipped walk as one Pallas kernel for GPUs (`jaxcorr.projection.pallas_drr`):
+             a program per 16 x 16 pixel tile loops over the planes and accumulates in
+             registers, so the samples never go to memory (on a CPU it runs in Pallas'
+             interpret mode, for tests). Its derivatives are the dense ones.
 Accumulation is float32 whatever the volume's dtype (bfloat16 halves its memory and gather
 bandwidth).
 """
@@ -46,7 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcorr.core.choices import check_choice
-from jaxcorr.projection import ray_march
+from jaxcorr.projection import pallas_drr, ray_march
 from jaxcorr.projection.geometry import Views
 
 # For each dominant axis a, the two other axes (b, c) in increasing order.
@@ -162,10 +166,11 @@ def ray_samples(dims: tuple[int, int, int], strides: np.ndarray, spacing: jnp.nd
   return idx, jnp.where(valid[:, None], w, 0.0) * step_mm
 
 
-METHODS = ("clipped", "dense")
+METHODS = ("clipped", "dense", "fused")
 # The kernel `method="auto"` means on each platform: the clipped marcher is 1.8-3.6x faster
 # than RTK on a CPU; on a GPU its while loop over ray groups launches work too small for the
 # device, where the dense kernel rendered ~5,000 views/s against ~600 (H200, 256^3 -> 256^2).
+# The fused kernel is not measured on a GPU yet, so auto does not pick it (docs/benchmarks.md).
 AUTO = {"cpu": "clipped", "gpu": "dense", "cuda": "dense", "rocm": "dense", "tpu": "dense"}
 
 
@@ -188,19 +193,22 @@ def _dense_rays(flat, dims, strides, spacing, s_idx, q_idx, batch_size):
   return jax.lax.map(lambda sq: fn(*sq), (s_idx, q_idx), batch_size=batch_size)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 6))
-def _clipped_rays(flat, dims, strides, spacing, s_idx, q_idx, batch_size, box, bg):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 6, 9))
+def _marched_rays(flat, dims, strides, spacing, s_idx, q_idx, batch_size, box, bg, method):
+  """The box's planes only: 'clipped' (XLA, `ray_march.march`) or 'fused' (Pallas)."""
+  if method == "fused":
+    return pallas_drr.march_fused(flat, dims, strides, spacing, s_idx, q_idx, box, bg)
   return ray_march.march(flat, dims, np.asarray(strides), spacing, s_idx, q_idx, box, bg,
                          group=batch_size or 4096)
 
 
-@_clipped_rays.defjvp
-def _clipped_rays_jvp(dims, strides, batch_size, primals, tangents):
-  # The marching loop has a data-dependent trip count; derivatives (forward and, by
+@_marched_rays.defjvp
+def _marched_rays_jvp(dims, strides, batch_size, method, primals, tangents):
+  # The marching loops have data-dependent trip counts; derivatives (forward and, by
   # transposition, reverse) come from the dense formulation of the same sum. The background
   # split is an identity for any value, so its tangent is not needed.
   flat, spacing, s_idx, q_idx, box, bg = primals
-  out = _clipped_rays(flat, dims, strides, spacing, s_idx, q_idx, batch_size, box, bg)
+  out = _marched_rays(flat, dims, strides, spacing, s_idx, q_idx, batch_size, box, bg, method)
   dense = lambda f, sp, s_, q_: _dense_rays(f, dims, np.asarray(strides), sp, s_, q_,
                                                 _DENSE_CHUNK)
   _, tangent = jax.jvp(dense, (flat, spacing, s_idx, q_idx), tangents[:4])
@@ -221,15 +229,17 @@ def project_rays(volume: jnp.ndarray, origin: jnp.ndarray, spacing: jnp.ndarray,
     targets: [R, 3] ray end points (world mm).
     batch_size: rays per step: per chunk for 'dense' (memory ~ batch_size x max(X, Y, Z)
       samples; None vmaps all rays at once, default 16384), per marching group for
-      'clipped' (default 4096).
+      'clipped' (default 4096); 'fused' ignores it (256 rays per program, memory ~ R).
     padded: `volume` is already `pad(volume)` (origin and spacing still describe the
       unpadded grid).
     method: 'clipped' (default) walks each ray only through the planes of `box`
-      (`jaxcorr.projection.ray_march`); 'dense' walks every ray through max(X, Y, Z)
-      planes. Both give the same sum; derivatives always come from the dense formulation.
+      (`jaxcorr.projection.ray_march`); 'fused' does the same in one Pallas kernel
+      (`jaxcorr.projection.pallas_drr`; GPU, or interpret mode on a CPU); 'dense' walks
+      every ray through max(X, Y, Z) planes. All give the same sum; derivatives always come
+      from the dense formulation.
     box: int32 [2, 3] voxel box (rows lo, hi) outside which every voxel equals the
       background (the 8 corner voxels' common value, else 0: the air around the patient),
-      for 'clipped'. None computes `content_box(volume)`, one pass over the volume: pass it
+      for 'clipped' and 'fused'. None computes `content_box(volume)`, one pass over the volume: pass it
       in when the same volume is rendered many times. Any box holding all the other voxels
       gives the same image.
 
@@ -248,9 +258,9 @@ def project_rays(volume: jnp.ndarray, origin: jnp.ndarray, spacing: jnp.ndarray,
   padded_volume = flat.reshape(padded_shape(dims))
   if box is None:
     box = ray_march.content_box(padded_volume)
-  return _clipped_rays(flat, dims, tuple(int(x) for x in strides), spacing, s_idx, q_idx,
+  return _marched_rays(flat, dims, tuple(int(x) for x in strides), spacing, s_idx, q_idx,
                        batch_size, jnp.asarray(box, jnp.int32),
-                       ray_march.background(padded_volume))
+                       ray_march.background(padded_volume), method)
 
 
 def content_box(volume: jnp.ndarray, *, padded: bool = False) -> jnp.ndarray:
@@ -282,7 +292,9 @@ def _untiled(x, n, h, w, tile):
   return x[:, :h, :w]
 
 
-_TILE = (8, 8)
+# Rays in tiles of neighbouring pixels, which cross the same planes: 8 x 8 for the clipped
+# marcher's sort, one 16 x 16 tile per program of the fused kernel (`pallas_drr.BLOCK` rays).
+_TILES = {"clipped": (8, 8), "fused": (16, pallas_drr.BLOCK // 16)}
 
 
 def project(volume: jnp.ndarray, origin: jnp.ndarray, spacing: jnp.ndarray, views: Views, *,
@@ -304,14 +316,14 @@ def project(volume: jnp.ndarray, origin: jnp.ndarray, spacing: jnp.ndarray, view
   """
   sources, targets = pixel_rays(views, height, width)                  # [N, H, W, 3]
   n = targets.shape[0]
-  if method != "clipped":
+  if method not in _TILES:
     out = project_rays(volume, origin, spacing, sources.reshape(-1, 3), targets.reshape(-1, 3),
                        batch_size=batch_size, padded=padded, method=method)
     return out.reshape(n, height, width)
-  # Rays in 8 x 8 pixel tiles: neighbours cross the same planes, which the marcher exploits.
-  out = project_rays(volume, origin, spacing, _tiled(sources, _TILE), _tiled(targets, _TILE),
+  tile = _TILES[method]
+  out = project_rays(volume, origin, spacing, _tiled(sources, tile), _tiled(targets, tile),
                      batch_size=batch_size, padded=padded, method=method, box=box)
-  return _untiled(out, n, height, width, _TILE)
+  return _untiled(out, n, height, width, tile)
 
 
 @functools.partial(jax.jit, static_argnames=("height", "width", "batch_size", "padded",

@@ -175,10 +175,11 @@ def _inside(x, n):
   return jnp.clip(jnp.minimum(x + 1.0, n - x), 0.0, 1.0)
 
 
-def _plane_sample(flat, r: RayPlanes, k, bg):
+def _plane_sample(read, r: RayPlanes, k, bg):
   """Each ray's sample on its plane m0 + k (k: int32 scalar) minus the background's share of
   it (bg x the interpolated grid indicator, summed in closed form by `grid_integral`);
-  rays [G] -> [G]."""
+  rays [G] -> [G]. `read` maps int32 flat indices of the padded volume (all in bounds) to
+  their float32 values: a gather here, a load from a kernel's volume ref in `pallas_drr`."""
   m = r.m0 + k
   mf = m.astype(jnp.float32)
   xb = jnp.clip(r.x0_b + mf * r.dx_b, -1.0, r.n_b)
@@ -189,7 +190,6 @@ def _plane_sample(flat, r: RayPlanes, k, bg):
   base = ((m + PAD[0]) * r.stride_a + (ib.astype(jnp.int32) + PAD[0]) * r.stride_b
           + (ic.astype(jnp.int32) + PAD[0]) * r.stride_c)
   base = jnp.where(valid, base, 0)
-  read = lambda i: flat.at[i].get(mode="promise_in_bounds").astype(jnp.float32)
   val = (read(base) * ((1 - fb) * (1 - fc)) + read(base + r.stride_b) * (fb * (1 - fc))
          + read(base + r.stride_c) * ((1 - fb) * fc)
          + read(base + r.stride_b + r.stride_c) * (fb * fc))
@@ -197,12 +197,18 @@ def _plane_sample(flat, r: RayPlanes, k, bg):
   return jnp.where(valid, val, 0.0)
 
 
-def _planes_sum(flat, r: RayPlanes, k0, planes, bg):
-  """Sum of each ray's samples on planes m0 + k0 ... m0 + k0 + planes - 1: one fused loop."""
-  total = _plane_sample(flat, r, k0, bg)
+def planes_sum(read, r: RayPlanes, k0, planes, bg):
+  """Sum of each ray's samples on planes m0 + k0 ... m0 + k0 + planes - 1 (`planes` static),
+  less the background's share: one fused loop. `read` as in `_plane_sample`."""
+  total = _plane_sample(read, r, k0, bg)
   for j in range(1, planes):
-    total = total + _plane_sample(flat, r, k0 + j, bg)
+    total = total + _plane_sample(read, r, k0 + j, bg)
   return total
+
+
+def flat_reader(flat):
+  """`read` for `planes_sum`: in-bounds gathers from the flat padded volume, as float32."""
+  return lambda i: flat.at[i].get(mode="promise_in_bounds").astype(jnp.float32)
 
 
 _FAR = 1e9   # a plane index beyond any grid
@@ -276,6 +282,7 @@ def march(flat, dims, strides, spacing, s, q, box, bg=0.0, *, tile: int = 64,
   rays = ray_planes(dims, strides, spacing, s, q, box)           # fields [tiles, T]
   longest = jnp.max(rays.count, axis=1)
   order = jnp.argsort(-longest)                         # longest tiles first
+  read = flat_reader(flat)
 
   def one_group(g):
     idx = jax.lax.dynamic_slice_in_dim(order, g * tiles_per_group, tiles_per_group)
@@ -284,7 +291,7 @@ def march(flat, dims, strides, spacing, s, q, box, bg=0.0, *, tile: int = 64,
 
     def body(carry):
       i, acc = carry
-      return i + 1, acc + _planes_sum(flat, r, i * planes, planes, bg)
+      return i + 1, acc + planes_sum(read, r, i * planes, planes, bg)
 
     # The accumulator starts from the rays' own values (times 0) so that it carries their
     # sharding type inside shard_map.
