@@ -143,6 +143,10 @@ def add_sample_sources(config, *, size, phantoms):
 def views(n_views=2, detector=256):
   """Sampled training views (`config.views`): `data.sampler.ViewSampler` + framing + rejection."""
   return ml_collections.ConfigDict(dict(
+      # 'jaxcorr': the fields below | 'authors': the authors' generator exactly (rolls and wide
+      # tilts; lengths scale with the cube; the fields below but n_views are unused), see
+      # jaxcorr/data/sampler.py.
+      preset="jaxcorr",
       n_views=n_views,
       gantry_modes=(0.0, 90.0, 180.0, 270.0),   # first rotation axis: nominal angles, deg
       gantry_probs=(0.4, 0.3, 0.2, 0.1),        # ... and their probabilities
@@ -224,6 +228,9 @@ def training(steps, learning_rate=1e-4, batch_size=16):
       log_every=0,
       eval_every=0,
       stop_after_step=0,            # > 0: stop cleanly after this step (time-boxed runs)
+      # > 0: a time budget in seconds of wall time for this invocation: after the step that
+      # spends it, a final evaluation and a checkpoint; the same command continues.
+      stop_after_seconds=0.0,
       resume_anyway=RESUME_ANYWAY,
       optim=ml_collections.ConfigDict(dict(
           learning_rate=learning_rate,  # paper: 1e-4 pretraining, 1e-5 fine-tuning
@@ -241,6 +248,7 @@ def training(steps, learning_rate=1e-4, batch_size=16):
       )),
       ckpt=ml_collections.ConfigDict(dict(
           every=0,                  # 0 = steps // 4, derived when the run starts
+          every_seconds=0.0,        # > 0: also a checkpoint when this much wall time passed
           keep=3, keep_best=1, best_metric="ap",
       )),
   )

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import REPO
 from jaxcorr import jobs
-from jaxcorr.data import from_config, pipeline, records, samples, splits as splits_lib
+from jaxcorr.data import from_config, pipeline, records, sampler, samples, splits as splits_lib
 
 
 sys.path.insert(0, str(REPO))
@@ -122,8 +122,7 @@ def test_offline_records_equal_on_the_fly_rendering_of_their_recipe(generated, b
   rec = records.decode(reader.read([0])[0])
   reader.close()
   index = int(rec["volume"].split(":")[1])  # phantom seed == bank index for this config
-  recipe = {k: np.asarray(rec[k])[None] for k in ("gantry", "out_of_plane", "sid", "sdd",
-                                                  "translation")}
+  recipe = {k: np.asarray(rec[k])[None] for k in sampler.GEOMETRY_KEYS}
   recipe.update(volume=np.array([index], np.int32), seed=np.array([0], np.uint32),
                 rejected=np.array([0], np.int32))
   views, corr = samples.render_batch(samples.bank_arrays(bank), recipe,

@@ -255,3 +255,64 @@ def test_a_second_ctrl_c_exits_at_once(tmp_path):
     loop.train_and_evaluate(_config(steps=50), str(tmp_path),
                             SignalTask(4, [signal.SIGINT, signal.SIGINT]), sharding.make_mesh(1))
   assert signal.getsignal(signal.SIGINT) is before
+
+
+class Ticking(Counter):
+  """A Counter whose every batch takes one second of the loop's (replaced) clock."""
+
+  def __init__(self, now, **kw):
+    super().__init__(**kw)
+    self.now = now
+
+  def __next__(self):
+    self.now[0] += 1.0
+    return super().__next__()
+
+
+class TickingTask(CountingTask):
+  def __init__(self, now):
+    super().__init__()
+    self.now = now
+
+  def train_batches(self):
+    return Ticking(self.now)
+
+
+def test_time_budget_ends_with_an_evaluation_and_a_checkpoint_that_resumes(tmp_path,
+                                                                           monkeypatch):
+  now = [0.0]
+  monkeypatch.setattr(loop, "clock", lambda: now[0])
+  mesh = sharding.make_mesh(1)
+  loop.train_and_evaluate(_config(), str(tmp_path / "a"), LinearTask(), mesh)
+  # Step k ends k seconds after the start: a budget of 3 s is spent after step 3.
+  budget = _config(stop_after_seconds=3.0, eval_every=100, **{"ckpt.every": 100})
+  task = TickingTask(now)
+  result = loop.train_and_evaluate(budget, str(tmp_path / "b"), task, mesh)
+  assert task.evaluated == 1 and set(result) == {"ap", "w_err"}
+  assert os.listdir(tmp_path / "b" / "checkpoints") == ["3"]
+  rows = [json.loads(l) for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows if "eval/w_err" in r] == [3]
+  # The same command continues with a new budget (3 more steps), then without one to the end.
+  now[0] = 100.0
+  loop.train_and_evaluate(budget, str(tmp_path / "b"), TickingTask(now), mesh)
+  assert sorted(map(int, os.listdir(tmp_path / "b" / "checkpoints"))) == [3, 6]
+  loop.train_and_evaluate(_config(), str(tmp_path / "b"), TickingTask(now), mesh)
+  from jaxcorr.train import checkpoint  # pylint: disable=import-outside-toplevel
+  params = []
+  for run in ("a", "b"):
+    ck = checkpoint.Checkpoints(str(tmp_path / run))
+    state, data_state = ck.restore_raw()
+    assert ck.latest.latest_step() == 8 and data_state == {"i": 8}
+    params.append(np.asarray(state["params"]["w"]))
+    ck.close()
+  np.testing.assert_array_equal(params[0], params[1])
+
+
+def test_checkpoints_by_wall_time(tmp_path, monkeypatch):
+  now = [0.0]
+  monkeypatch.setattr(loop, "clock", lambda: now[0])
+  config = _config(eval_every=100, **{"ckpt.every": 100, "ckpt.every_seconds": 2.0,
+                                      "ckpt.keep": 10})
+  loop.train_and_evaluate(config, str(tmp_path), TickingTask(now), sharding.make_mesh(1))
+  # Every 2 s (2 steps), and the last step (8) with its final evaluation.
+  assert sorted(map(int, os.listdir(tmp_path / "checkpoints"))) == [2, 4, 6, 8]

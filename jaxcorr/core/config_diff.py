@@ -22,7 +22,8 @@ from absl import logging
 
 # Fields (or whole blocks, ending in '.') whose change keeps shapes and the data stream.
 HARMLESS = (
-    "log_every", "eval_every", "stop_after_step", "ckpt.", "eval.", "resume_anyway",
+    "log_every", "eval_every", "stop_after_step", "stop_after_seconds", "ckpt.", "eval.",
+    "resume_anyway",
     "data.threads", "data.prefetch", "ct.on_error",
     "mesh.",   # devices and hosts: the same global batches, orbax restores onto the new mesh
     "drr.method", "drr.batch_size", "labels.method", "generate.render_batch",

@@ -18,7 +18,8 @@ Record fields (`decode`; N views, P = N (N - 1) / 2 pairs, L patches per view):
                                     [0] when generate.with_corr is False
   label          int32 []           1 fracture, 0 none
   volume         str                the volume's name in splits.json
-  gantry, out_of_plane, sid, sdd float32 [N], translation float32 [3]    the views (deg, mm)
+  gantry, out_of_plane, in_plane, sid, sdd, detector_mm float32 [N], translation float32 [3]
+                                    the views (deg, mm; `sampler.GEOMETRY_KEYS`)
   seed           uint32 []          the sample's seed
   negative_kind  str                harmless change applied: 'none', 'jitter' or 'blob'
   gap_mm, displacement_mm, angulation_deg  float32 []   what was inserted (0 for negatives)
@@ -147,7 +148,7 @@ class _Sampler:
     return out
 
 
-_GEOMETRY = ("gantry", "out_of_plane", "sid", "sdd", "translation")
+_GEOMETRY = sampler.GEOMETRY_KEYS
 
 
 def _render(drawn: list[dict], config):

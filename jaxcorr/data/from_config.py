@@ -26,6 +26,7 @@ CHOICES = {
     "drr.method": ("auto",) + drr.METHODS,
     "geometry.orbit": geometry.ORBITS,
     "views.orbit": geometry.ORBITS,
+    "views.preset": tuple(sampler.PRESETS),
     "ct.phantom": phantoms.KINDS + ("random",),
     "ct.on_error": io.ON_ERROR,
     "labels.pooling": labels.POOLINGS,
@@ -181,8 +182,12 @@ def build_bank(names: list[str], config, skipped: list | None = None,
   return volumes.stack(entries)
 
 
-def view_sampler(config) -> sampler.ViewSampler:
+def view_sampler(config) -> sampler.ViewSampler | sampler.AuthorsSampler:
+  """The sampler of `views.preset` ('jaxcorr': the fields of `config.views`; 'authors': their
+  distribution, which has no fields but `n_views`)."""
   v = config.views
+  if check_choice("views.preset", v.get("preset", "jaxcorr")) == "authors":
+    return sampler.AuthorsSampler(n_views=v.n_views)
   return sampler.ViewSampler(
       n_views=v.n_views, gantry_modes=tuple(v.gantry_modes), gantry_probs=tuple(v.gantry_probs),
       gantry_spread=v.gantry_spread, out_of_plane_nominal=v.out_of_plane_nominal,

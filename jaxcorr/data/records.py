@@ -4,7 +4,8 @@ Record fields (a flat dict):
   views        [N, H, W] float16 line integrals, or uint16 with `views_lo`/`views_hi` [N]
                float32 (per-view linear quantisation of [lo, hi] to 0..65535)
   corr         [P, L, L] float16 labels in [0, 1], pairs in `labels.pair_indices` order
-  gantry, out_of_plane, sid, sdd [N], translation [3]   the geometry (mm, degrees)
+  gantry, out_of_plane, in_plane, sid, sdd, detector_mm [N], translation [3]   the geometry
+               (mm, degrees; `sampler.GEOMETRY_KEYS`)
   volume       str  provenance: the CT file (and z chunk) the sample was rendered from
   seed         uint32  the recipe's seed (augmentations at training time draw from Grain)
 

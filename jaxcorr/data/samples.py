@@ -4,7 +4,8 @@ A sample is made in two steps so that the expensive one can run on the accelerat
 
   recipe (host, NumPy, in Grain's `random_map` with its per-record rng)
       volume      int32 []      index into the `VolumeBank`
-      gantry, out_of_plane, sid, sdd   float32 [N]   view parameters (`ViewSampler`)
+      gantry, out_of_plane, in_plane, sid, sdd, detector_mm   float32 [N]   view parameters
+                  (`sampler.GEOMETRY_KEYS`, drawn by the `views.preset` sampler)
       translation float32 [3]   volume translation, mm
       seed        uint32 []     seeds every later random choice (augmentations)
       rejected    int32 []      views drawn and rejected for seeing mostly air (logged)
@@ -29,7 +30,7 @@ import numpy as np
 from jaxcorr.data import sampler as sampler_lib
 from jaxcorr.projection import drr, geometry, labels
 
-RECIPE_KEYS = ("volume", "gantry", "out_of_plane", "sid", "sdd", "translation", "seed", "rejected")
+RECIPE_KEYS = ("volume",) + sampler_lib.GEOMETRY_KEYS + ("seed", "rejected")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +86,8 @@ def _coverage(points, count, params, extent, framing: Framing):
 class RecipeMaker:
   """Grain `random_map` transform: {'volume': i} + rng -> a recipe (see the module docstring)."""
 
-  def __init__(self, view_sampler: sampler_lib.ViewSampler, anatomy: list, extent: np.ndarray,
+  def __init__(self, view_sampler: sampler_lib.ViewSampler | sampler_lib.AuthorsSampler,
+               anatomy: list, extent: np.ndarray,
                framing: Framing, *, min_coverage: float = 0.02, max_tries: int = 10):
     self.sampler = view_sampler
     self.framing = framing
@@ -110,7 +112,7 @@ class RecipeMaker:
   def __call__(self, record, rng: np.random.Generator) -> dict:
     volume = int(record["volume"] if isinstance(record, dict) else record)
     for tries in range(self.max_tries):
-      params = self.sampler.sample(rng)
+      params = self.sampler.sample(rng, float(self.extent[volume]))
       if self.min_coverage <= 0 or self.coverage(volume, params).min() >= self.min_coverage:
         break
     return {"volume": np.int32(volume), **params,
@@ -119,7 +121,7 @@ class RecipeMaker:
 
 
 def _recipe_views(bank: dict, recipe: dict, framing: Framing):
-  params = {k: recipe[k] for k in ("gantry", "out_of_plane", "sid", "sdd", "translation")}
+  params = {k: recipe[k] for k in sampler_lib.GEOMETRY_KEYS}
   return _views(params, bank["extent"][recipe["volume"]], framing)
 
 

@@ -120,6 +120,8 @@ RULES = {
     "generate.samples_per_volume": integer(1),
     "generate.render_batch": integer(1),
     "optim.learning_rate": number(0, strict=True),
+    "stop_after_seconds": number(0),
+    "ckpt.every_seconds": number(0),
     "model.message_passing": boolean(),
     "model.rope_base": number(0),
     "model.init_torchvision": text(),
@@ -174,6 +176,10 @@ def _relations(config) -> list[str]:
   window, has_window = _get(config, "ct.hu_window")
   if has_window and RULES["ct.hu_window"][0](window) and not window[0] < window[1]:
     found.append(f"config.ct.hu_window={tuple(window)}: expected lo < hi")
+  (preset, _), (orbit, _) = _get(config, "views.preset"), _get(config, "views.orbit")
+  if preset == "authors" and orbit != "rtk":
+    found.append(f"config.views.orbit={orbit!r}: views.preset='authors' places its views with "
+                 "RTK's own axes, as the authors do; use views.orbit='rtk'")
   patch, has_patch = _get(config, "labels.patch")
   if has_patch and RULES["labels.patch"][0](patch):
     for field in ("views.detector_size", "geometry.detector_size"):

@@ -30,7 +30,7 @@ import numpy as np
 from absl import logging
 
 from jaxcorr.core import files, sharding
-from jaxcorr.data import from_config, records, samples, splits as splits_lib, volumes
+from jaxcorr.data import from_config, records, sampler, samples, splits as splits_lib, volumes
 
 
 def _render_volume(bank, config, seed: int) -> tuple[list[bytes], int]:
@@ -58,8 +58,7 @@ def _render_volume(bank, config, seed: int) -> tuple[list[bytes], int]:
           raise FloatingPointError(f"{bank.names[chunk]}: non-finite sample (a label footprint "
                                    "wider than the sparse window?); set labels.method='dense'")
         record = {"views": views[i], "corr": corr[i], "volume": bank.names[chunk],
-                  **{k: r[k] for k in ("gantry", "out_of_plane", "sid", "sdd", "translation",
-                                       "seed")}}
+                  **{k: r[k] for k in sampler.GEOMETRY_KEYS + ("seed",)}}
         out.append(records.encode(record, config.generate.views_dtype))
   return out, rejected
 

@@ -6,7 +6,8 @@
       every log_every: metrics -> JSONL + TensorBoard; progress line (steps/s, loss, ETA)
       every eval_every and at the end: task.evaluate (+ task.eval_images) -> writers;
                                        checkpoint (latest + best)
-      every ckpt.every: checkpoint
+      every ckpt.every steps or ckpt.every_seconds of wall time: checkpoint
+      after stop_after_seconds (a time budget): a final evaluation with a checkpoint, then return
 The cadences are derived from `config.steps` when the run starts wherever they are 0 (the
 configs' default), so overriding `steps` keeps ~10 log lines (at most every 50 steps) and
 4 evaluations and checkpoints (`cadences`).
@@ -16,7 +17,9 @@ A non-finite loss stops the run with the step number. Randomness: one root key f
 SIGTERM or SIGINT (a preempted VM, a scheduler's time limit, Ctrl-C) stops the run after the
 current step: a checkpoint of that step with the data iterator's state, the writers flushed,
 then `Stopped` (a SystemExit: exit status 128 + the signal, one log line, no traceback); the
-same command resumes. A second Ctrl-C exits at once.
+same command resumes. A second Ctrl-C exits at once. A time budget (`stop_after_seconds`,
+counted from the start of `train_and_evaluate`, 0 = none) ends the same way but returns
+normally, after a final evaluation; the same command continues with a new budget.
 """
 
 from __future__ import annotations
@@ -51,6 +54,11 @@ def cadences(config) -> Cadences:
   return Cadences(log=config.log_every or max(1, min(50, steps // 10)),
                   eval=config.eval_every or max(1, steps // 4),
                   ckpt=config.ckpt.every or max(1, steps // 4))
+
+
+# The wall clock of the time budget and of ckpt.every_seconds (a module attribute so that tests
+# can replace it).
+clock = time.monotonic
 
 
 class Stopped(SystemExit):
@@ -117,6 +125,7 @@ def train_and_evaluate(config, workdir: str, task, mesh) -> dict:
   """Trains `task` for config.steps steps; returns the last evaluation's metrics."""
   if config.steps < 1:
     raise ValueError(f"config.steps={config.steps}: must be >= 1")
+  started = clock()
   every = cadences(config)
   tx = state_lib.make_optimizer(config.optim, config.steps)
   state, shardings = init_state(task, tx, mesh, seed=config.seed, fsdp=config.mesh.fsdp)
@@ -143,7 +152,7 @@ def train_and_evaluate(config, workdir: str, task, mesh) -> dict:
   writer = writers.MetricWriter(workdir, enabled=jax.process_index() == 0, resume_step=start)
   with _StopRequests() as requests:
     step, last_eval = _run_steps(config, task, step_fn, state, batches, root_key, ckpt, writer,
-                                 every, start, requests)
+                                 every, start, requests, started)
   ckpt.wait()
   ckpt.close()
   writer.close()
@@ -155,13 +164,15 @@ def train_and_evaluate(config, workdir: str, task, mesh) -> dict:
 
 
 def _run_steps(config, task, step_fn, state, batches, root_key, ckpt, writer, every: Cadences,
-               start: int, requests: _StopRequests) -> tuple[int, dict]:
+               start: int, requests: _StopRequests, started: float) -> tuple[int, dict]:
   """Steps start + 1 .. min(steps, stop_after_step), or to the step a stop is requested at
-  (which is then checkpointed); returns (the last step done, the last evaluation)."""
+  (which is then checkpointed) or the time budget runs out at (evaluated and checkpointed);
+  returns (the last step done, the last evaluation)."""
   sums, count, t_last, step_last = {}, 0, time.perf_counter(), start
   last_eval = {}
   stop = config.stop_after_step or config.steps
-  step = start
+  budget, ckpt_seconds = config.get("stop_after_seconds", 0), config.ckpt.get("every_seconds", 0)
+  step, saved_at = start, clock()
   for step in range(start + 1, min(config.steps, stop) + 1):
     state, metrics = step_fn(state, next(batches), root_key)
     for k, v in metrics.items():
@@ -178,7 +189,13 @@ def _run_steps(config, task, step_fn, state, batches, root_key, ckpt, writer, ev
       logging.info("step %d/%d  loss %.5f  %.2f steps/s  ETA %.0f s", step, config.steps,
                    means["loss"], rate, (config.steps - step) / max(rate, 1e-9))
       sums, count, t_last, step_last = {}, 0, time.perf_counter(), step
-    if step % every.eval == 0 or step == config.steps:
+    now = clock()
+    out_of_time = bool(budget) and now - started >= budget
+    if out_of_time:
+      logging.info("time budget stop_after_seconds=%g spent after step %d (%.0f s): final "
+                   "evaluation and checkpoint; the same command continues", budget, step,
+                   now - started)
+    if step % every.eval == 0 or step == config.steps or out_of_time:
       last_eval = task.evaluate(state.params, state.model_state)
       writer.write(step, {f"eval/{k}": v for k, v in last_eval.items()})
       if writer.enabled:
@@ -186,8 +203,11 @@ def _run_steps(config, task, step_fn, state, batches, root_key, ckpt, writer, ev
       logging.info("eval at step %d: %s", step,
                    ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
       ckpt.save(step, state, batches.get_state(), last_eval)
-    elif step % every.ckpt == 0 or step == stop or requests.signum is not None:
+      saved_at = now
+    elif (step % every.ckpt == 0 or step == stop or requests.signum is not None
+          or (ckpt_seconds and now - saved_at >= ckpt_seconds)):
       ckpt.save(step, state, batches.get_state())
-    if requests.signum is not None:
+      saved_at = now
+    if requests.signum is not None or out_of_time:
       break
   return step, last_eval
