@@ -3,7 +3,10 @@
   python -m jaxcorr.main --config=configs/evaluate.py --workdir=/tmp/eval \
       --config.runs="('/tmp/pretrain_small','/tmp/pretrain_small_none')"
       2-core CPU, ~1 min per run at the small preset: results.md/csv/json and overlay PNGs.
-Each run is scored on the 'test' split of its own splits.json (volumes it never trained on);
+Each run is scored on the 'test' split of its own splits.json (volumes it never trained on),
+or on the CTs of --config.data.test_path (e.g. ../shared/data/ct/ibsi_sts_STS_049_ct.nii.gz,
+which a run trained with the same data.test_path never saw); every table gives the number of
+samples and the fraction of positive patch pairs (true C > 0.2) beside MSE/P/R/AP;
 `untrained=True` adds the first run's model at initialisation as a baseline row. Rows are named
 as the paper's Table 1 names them (`jaxcorr.models.build.TABLE1`); a pretraining run makes each
 row with these model flags (paper's AP on its simulated test set):
@@ -37,5 +40,7 @@ def get_config(arg=None):
   config.eval = ml_collections.ConfigDict(dict(batches=16, batch_size=8, seed=4321))
   config.drr = common.drr()           # the kernels that render the held-out samples
   config.labels = ml_collections.ConfigDict(dict(method="sparse"))   # 'sparse' | 'dense'
+  # The CTs to score (a file, folder, .txt list or tuple); empty = each run's own test split.
+  config.data = ml_collections.ConfigDict(dict(test_path=common.paths()))
 
   return common.apply_preset(config, PRESETS, arg)

@@ -3,6 +3,8 @@
 import json
 import sys
 
+import nibabel as nib
+import numpy as np
 import pytest
 
 from conftest import REPO
@@ -22,9 +24,43 @@ def test_evaluate_scores_a_run_and_its_untrained_model(tiny_pretrain_run, tmp_pa
   assert [r["model"] for r in rows] == ["standard transformer (untrained)", "standard transformer"]
   for r in rows:
     assert 0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1 and r["mse"] >= 0
-  assert "| run | model | MSE |" in (tmp_path / "eval" / "results.md").read_text()
-  assert (tmp_path / "eval" / "results.csv").exists()
+  # Beside MSE/P/R/AP: the test CTs, the samples scored (2 batches of 2) and the label density.
+  saved = json.loads((tiny_pretrain_run / "splits.json").read_text())
+  for r in rows:
+    assert r["test_cts"] == len(saved["test"]) and r["samples"] == 4
+    assert 0 < r["positive_fraction"] < 1
+  table = (tmp_path / "eval" / "results.md").read_text().splitlines()
+  assert table[0] == ("| run | model | test CTs | samples | positives % | MSE | precision | "
+                      "recall | AP |")
+  r = rows[1]
+  assert table[3] == (f"| {r['run']} | standard transformer | {len(saved['test'])} | 4 | "
+                      f"{100 * r['positive_fraction']:.3f} | {r['mse']:.2e} | "
+                      f"{100 * r['precision']:.1f} | {100 * r['recall']:.1f} | "
+                      f"{100 * r['ap']:.1f} |")
+  assert (tmp_path / "eval" / "results.csv").read_text().splitlines()[0] == (
+      "run,model,checkpoint,test_cts,mse,precision,recall,ap,samples,positive_fraction")
   assert list((tmp_path / "eval").glob("overlay_*.png"))
+
+
+def test_evaluate_on_a_ct_given_by_path(tiny_pretrain_run, tmp_path):
+  # A tiny CT: a soft-tissue block holding a bone rod and a bone ball (32^3, 4 mm voxels).
+  i, j, k = np.meshgrid(*[np.arange(32)] * 3, indexing="ij")
+  hu = np.full((32, 32, 32), -1000, np.int16)
+  hu[6:26, 6:26, 2:30] = 40
+  hu[(np.hypot(i - 16, j - 16) < 3) & (k > 4) & (k < 28)] = 1500
+  hu[np.sqrt((i - 10) ** 2 + (j - 20) ** 2 + (k - 16) ** 2) < 5] = 1500
+  nib.save(nib.Nifti1Image(hu, np.diag([4.0, 4.0, 4.0, 1.0])), str(tmp_path / "hand.nii.gz"))
+  config = evaluate.get_config("tiny")
+  config.runs = (str(tiny_pretrain_run),)
+  config.untrained = False
+  config.overlays = 0
+  config.eval.batch_size = 2
+  config.data.test_path = (str(tmp_path / "hand.nii.gz"),)
+  jobs.run(config, str(tmp_path / "eval"))
+  (row,) = json.loads((tmp_path / "eval" / "results.json").read_text())
+  assert row["test_cts"] == 1 and row["samples"] == 4 and 0 < row["positive_fraction"] < 1
+  # The run's own splits.json is left as it was.
+  assert str(tmp_path / "hand.nii.gz") not in (tiny_pretrain_run / "splits.json").read_text()
 
 
 def test_evaluate_needs_runs(tmp_path):

@@ -2,11 +2,14 @@
 
 For every pretraining workdir in `config.runs` (and, with `config.untrained`, the first run's
 model at initialisation), the model of that run's `config.json` is restored from its best (or
-latest, or a given step: `config.checkpoint`) checkpoint, logged, and scored on the 'test' split of that run's `splits.json` (volumes never
-seen in training), each row named as the paper's Table 1 names it (`models.build.row_name`):
-MSE, precision and recall at 0.2, and AP over all patch pairs, on
-`eval.batches` fixed batches. Writes `results.csv`, `results.json`, prints a markdown table,
-and `overlay_<run>_<n>.png` pictures of true vs predicted correspondences.
+latest, or a given step: `config.checkpoint`) checkpoint, logged, and scored on the 'test' split
+of that run's `splits.json` (volumes never seen in training), or on the CTs `data.test_path`
+names (a file, folder, .txt list or tuple; a warning names any the run trained on), each row
+named as the paper's Table 1 names it (`models.build.row_name`): MSE, precision and recall at
+0.2, and AP over all patch pairs, on `eval.batches` fixed batches, with the number of samples
+and the fraction of patch pairs whose true C > 0.2 (AP depends strongly on it). Writes
+`results.csv`, `results.json`, `results.md` (also printed), and `overlay_<run>_<n>.png` pictures
+of true vs predicted correspondences.
 """
 
 from __future__ import annotations
@@ -41,7 +44,23 @@ def _run_config(run_dir: str, config) -> ml_collections.ConfigDict:
   # The kernels are this machine's choice, not the run's (older runs have no drr block).
   run.drr = config.drr
   run.labels.method = config.labels.method
+  test_path = config.get("data", {}).get("test_path", "")
+  if test_path:   # a new dict: a run's str field cannot take a tuple
+    run.data = ml_collections.ConfigDict({**run.data.to_dict(), "test_path": test_path})
+    _warn_if_trained_on(run_dir, splits_lib.list_paths(test_path, "data.test_path"))
   return run
+
+
+def _warn_if_trained_on(run_dir: str, names: list[str]) -> None:
+  path = os.path.join(run_dir, "splits.json")
+  seen = set()
+  if os.path.exists(path):
+    saved = files.read_json(path)
+    seen = set(saved.get("train", [])) | set(saved.get("validation", []))
+  if seen & set(names):
+    logging.warning("%s trained or validated on %d of the CTs of data.test_path: %s; those "
+                    "scores are not held out", run_dir, len(seen & set(names)),
+                    sorted(seen & set(names))[:5])
 
 
 def _variables(run_dir: str, task, mesh, which: str):
@@ -90,10 +109,17 @@ def run(config, workdir: str) -> None:
     skipped.extend(t for t in task.skipped if t not in skipped)
     result = m.result()
     rows.append({"run": os.path.basename(os.path.normpath(run_dir)), "model": name,
-                 "checkpoint": which, **result})
+                 "checkpoint": which, "test_cts": _test_cts(run_cfg, run_dir), **result})
     logging.info("%s: %s", name, result)
   splits_lib.write_skipped(workdir, skipped)
   _write(workdir, rows)
+
+
+def _test_cts(run_cfg, run_dir: str) -> int | str:
+  """How many CTs the test split holds ('-' for an offline run's shards)."""
+  if run_cfg.data.mode != "on_the_fly":
+    return "-"
+  return len(splits_lib.load_or_assign(run_cfg, run_dir)["test"])
 
 
 def _overlays(workdir, index, batch, pred, true, patch, count) -> None:
@@ -112,10 +138,12 @@ def _write(workdir, rows) -> None:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-  lines = ["| run | model | MSE | precision | recall | AP |", "|---|---|---|---|---|---|"]
+  lines = ["| run | model | test CTs | samples | positives % | MSE | precision | recall | AP |",
+           "|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
-    lines.append(f"| {r['run']} | {r['model']} | {r['mse']:.2e} | {100 * r['precision']:.1f} | "
-                 f"{100 * r['recall']:.1f} | {100 * r['ap']:.1f} |")
+    lines.append(f"| {r['run']} | {r['model']} | {r['test_cts']} | {r['samples']} | "
+                 f"{100 * r['positive_fraction']:.3f} | {r['mse']:.2e} | "
+                 f"{100 * r['precision']:.1f} | {100 * r['recall']:.1f} | {100 * r['ap']:.1f} |")
   table = "\n".join(lines)
   files.atomic_write_text(os.path.join(workdir, "results.md"), table + "\n")
   print(table)
