@@ -12,6 +12,15 @@ Commands and what to expect:
       one GPU: the paper's model (ResNet-50 stage 3 + 8 x 512 transformer, 25.9M parameters),
       256^2 views, batch 16, Adam 1e-4 with cosine decay; paper: AP 85.0 on simulated test data.
       It also runs on a CPU, slowly (2 cores: ~41 s a step, a loss line every 10 steps).
+  python -m jaxcorr.main --config=configs/pretrain.py:gpu10 --workdir=DIR \
+      --config.ct.path="('../shared/data/ct','../shared/data/ct_limbs')" \
+      --config.data.test_path=../shared/data/ct/ibsi_sts_STS_049_ct.nii.gz
+      one H200, ~8 min by the clock: the paper's model in bf16 (params and loss f32), batch 64,
+      Adam 2e-4 (the paper's 1e-4 at batch 16 times sqrt(64/16)) after 100 warmup steps, cosine
+      to 1,500 steps; stops after 480 s with a final evaluation and a checkpoint (rerun to go
+      on), checkpoints every 120 s. NOT YET MEASURED on a GPU: the step count, the time and the
+      held-out AP are to be filled in (docs/benchmarks.md, issue 16); score it with
+      configs/evaluate.py and the same data.test_path.
   python -m jaxcorr.main --config=configs/pretrain.py:tiny_vit --workdir=/tmp/pretrain_vit
       2-core CPU, ~4 min (300 steps): a ViT-Ti/16 backbone at 128 px (+ a 2-layer encoder) for
       the classifier's correspondence initialisation (configs/classify.py, Table 3); in 300
@@ -50,6 +59,10 @@ PRESETS = {
     "tiny_vit": {**common.sized(128), **model("tiny_vit"), "steps": 300, "batch_size": 8,
                  "eval.batches": 4, "optim.learning_rate": 3e-4, "log_every": 0},
     "vit": {**model("paper_vit"), "log_every": 0},
+    # What one H200 trains in ~8 minutes (not yet measured; see the docstring).
+    "gpu10": {"batch_size": 64, "optim.learning_rate": 2e-4, "optim.warmup_steps": 100,
+              "steps": 1500, "stop_after_seconds": 480.0, "ckpt.every_seconds": 120.0,
+              "model.dtype": "bfloat16", "eval.batches": 8, "log_every": 0},
 }
 
 
