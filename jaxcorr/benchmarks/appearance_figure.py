@@ -23,11 +23,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from configs import render as render_config
 from jaxcorr.benchmarks import timing
 from jaxcorr.data import appearance, from_config, radiometric
+from jaxcorr.pictures import style
 from jaxcorr.projection import drr
 
 
@@ -85,7 +86,7 @@ def render_drr(phantom: str, intensity: str) -> np.ndarray:
 
 def figure(images: dict, tile: int) -> Image.Image:
   """The grid (4 columns) of `tiles()`; `images` maps an intensity model to its [1, H, W] DRR."""
-  font = ImageFont.load_default()
+  font, band = style.font(style.SMALL), style.line_height(style.SMALL) + 2
   cells = []
   for caption, model, what in tiles():
     image = images[model]
@@ -96,15 +97,15 @@ def figure(images: dict, tile: int) -> Image.Image:
     else:
       x = appearance.fixed(image, what, jax.random.key(0))
     grey = Image.fromarray((np.asarray(x[0]) * 255 + 0.5).astype(np.uint8))
-    cell = Image.new("L", (tile, tile + 14), 0)
-    cell.paste(grey.resize((tile, tile), Image.BILINEAR), (0, 14))
+    cell = Image.new("L", (tile, tile + band), 0)
+    cell.paste(grey.resize((tile, tile), Image.BILINEAR), (0, band))
     ImageDraw.Draw(cell).text((3, 1), caption, fill=255, font=font)
     cells.append(cell)
   cols = 4
   rows = -(-len(cells) // cols)
-  grid = Image.new("L", (cols * (tile + 2), rows * (tile + 16)), 64)
+  grid = Image.new("L", (cols * (tile + 2), rows * (tile + band + 2)), 64)
   for n, cell in enumerate(cells):
-    grid.paste(cell, ((n % cols) * (tile + 2), (n // cols) * (tile + 16)))
+    grid.paste(cell, ((n % cols) * (tile + 2), (n // cols) * (tile + band + 2)))
   return grid
 
 

@@ -31,7 +31,7 @@ import os
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from jaxcorr.ct import io, preprocess
 from jaxcorr.pictures import style, viz
@@ -241,7 +241,7 @@ def _plot(size, table, radius, shift, seen, font):
   for s in np.arange(0, s_max, 0.25):
     d.line([x0 - 4, py(s), x0, py(s)], fill="black")
     d.text((x0 - 34, py(s) - 6), f"{s:.2f}", fill="black", font=font)
-  d.text((x0 + 40, y1 + 22), "distance of the footprint from the image centre (patches)",
+  d.text((x0 + 10, y1 + 22), "distance of the footprint from the image centre (patches)",
          fill="black", font=font)
   d.text((x0 + 6, y0 + 4), "label shift, true vs authors' geometry (patches)", fill="black",
          font=font)
@@ -249,16 +249,16 @@ def _plot(size, table, radius, shift, seen, font):
   for n in range(shift.shape[0]):
     for r, s in zip(radius[n][seen[n]], shift[n][seen[n]]):
       d.ellipse([px(r) - 1.5, py(s) - 1.5, px(r) + 1.5, py(s) + 1.5], fill=colours[n])
-    d.text((x0 + 6, y0 + 18 + 14 * n), f"view {GANTRY[n]:.0f} deg", fill=colours[n], font=font)
+    d.text((x0 + 6, y0 + 20 + 16 * n), f"view {GANTRY[n]:.0f} deg", fill=colours[n], font=font)
   for key, colour in ((2, (0, 0, 0)), (3, (200, 0, 0))):
     d.line([(px((row[0] + row[1]) / 2), py(row[key])) for row in table], fill=colour, width=2)
-  d.text((x0 + 6, y0 + 46), "black: mean per bin, red: max per bin", fill="black", font=font)
+  d.text((x0 + 6, y0 + 52), "black: mean per bin, red: max per bin", fill="black", font=font)
   return img
 
 
 def _figure(drr_img, cen, seen, radius, shift, table, bead_rows, iou, mse, w):
   """Left: FIGURE_VIEW with footprint centroids under both geometries; right: shift vs radius."""
-  font = ImageFont.load_default()
+  font = style.font(style.SMALL)
   scale = 2
   grey = viz.window_level(drr_img)
   left = Image.fromarray(np.kron(grey, np.ones((scale, scale), np.uint8))).convert("RGB")
@@ -289,7 +289,7 @@ def _figure(drr_img, cen, seen, radius, shift, table, bead_rows, iou, mse, w):
   both.paste(left, (0, 0))
   both.paste(right, (left.width, 0))
   caption = (f"Left: view at gantry {GANTRY[f]:.0f} deg; footprint centroids of every other "
-             "coarse voxel above the threshold: green = true cone geometry (jaxcorr),\n"
+             "coarse voxel above the threshold: green = true cone geometry (jaxcorr), "
              "red = authors' 1 mm voxels, yellow = shift. Cyan circle: a bead where the "
              "full-resolution DRR shows it; squares: its voxel's centroid under each geometry.\n"
              f"Right: shift vs distance from the image centre. C(true) vs C(authors): IoU of "
