@@ -47,11 +47,20 @@ def test_fused_images_equal_the_dense_kernel(background):
   np.testing.assert_allclose(fused, dense, rtol=0, atol=1e-5 * dense.max())
 
 
-def test_fused_bfloat16_volume_reads_the_same_values():
-  vol, origin, views = _case()
-  vol = vol.astype(jnp.bfloat16)
-  dense, fused = _render(vol, origin, views, "dense"), _render(vol, origin, views, "fused")
-  assert fused.dtype == np.float32
+def test_fused_vmapped_over_a_bfloat16_bank_equals_dense():
+  # As a training batch renders: vmapped over samples, each its own bfloat16 volume and views
+  # (the batch becomes a second grid axis of the kernel).
+  vol, origin, views = _case(0.1)
+  vols = jnp.stack([vol, 2 * vol[::-1]]).astype(jnp.bfloat16)
+  batch_views = jax.tree.map(lambda a: jnp.stack([a, a[::-1]]), views)
+
+  def render(method):
+    one = lambda v, vw: drr.project(v, origin, np.ones(3), vw, height=H, width=W, method=method)
+    return np.asarray(jax.jit(jax.vmap(one))(vols, batch_views))
+
+  dense, fused = render("dense"), render("fused")
+  assert fused.shape == (2, 2, H, W) and fused.dtype == np.float32
+  assert not np.allclose(dense[0], dense[1])
   np.testing.assert_allclose(fused, dense, rtol=0, atol=1e-5 * dense.max())
 
 
