@@ -1,15 +1,18 @@
-"""DRR throughput: jaxcorr's Joseph kernel side by side with ITK-RTK's, in one run.
+"""DRR throughput: jaxcorr's Joseph kernels side by side with ITK-RTK's and nanodrr's, in one run.
 
   python -m jaxcorr.benchmarks.drr [--ct=PATH] [--size=256] [--detector=256] [--views=2,32]
+      [--methods=clipped,dense,fused] [--rtk=true]
 
 Renders a real CT (default: the Visible Human pelvis from ../shared/data, else a phantom),
-resampled to size^3 as the render job does, onto a detector^2 detector, and prints the median
-seconds per view and views/s of each projector for each batch of views, and the ratio
-(RTK time / jaxcorr time: above 1 means jaxcorr is faster). jaxcorr runs its default
-'clipped' marcher (the content box found inside each call) and, for reference, the 'dense'
-one that walks every ray through all planes, each with its first-call (compilation) time,
-and the largest difference between their images relative to the image maximum. Results go
-to docs/benchmarks.md.
+resampled to size^3 as the render job does, onto a detector^2 detector, with each kernel of
+`--methods` ('clipped', the CPU default; 'dense', the GPU default; 'fused', the Pallas kernel,
+in interpret mode on a CPU) for each batch of views. One row per kernel and batch: the median
+seconds per view and views/s (3 significant figures), the first call (compilation + one
+call), the largest difference from the dense kernel's image relative to its maximum, and the
+peers: ITK-RTK's Joseph projector measured in the same run on the same volume and geometry
+(its ratio: RTK time / jaxcorr time, above 1 means jaxcorr is faster) and nanodrr's fused
+Triton kernel's published best, ~9,500 views/s at 256^2 (`../shared/ANCHORS.md`; its ratio:
+jaxcorr views/s / 9,500). Results go to docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy as np
 from absl import app, flags
 
 from jaxcorr.benchmarks import timing
+from jaxcorr.core.choices import check_choice
 from jaxcorr.ct import io, phantoms, preprocess
 from jaxcorr.projection import drr, geometry, rtk
 
@@ -40,35 +44,64 @@ _INTENSITY = flags.DEFINE_enum("intensity", "attenuation", ["attenuation", "bone
 _CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices", 0, "On a CPU host: split views over this many JAX CPU devices (one per "
     "core; 0 = one device). Must be set before JAX starts, which this script does.")
+_METHODS = flags.DEFINE_list("methods", list(drr.METHODS), "Kernels to time (drr.METHODS).")
+_RTK = flags.DEFINE_bool("rtk", True, "Time ITK-RTK's Joseph projector too, when installed.")
+_MIN_SAMPLE_S = flags.DEFINE_float(
+    "min_sample_s", 0.2, "Each timed sample repeats the call until it lasts this long, so "
+    "sub-millisecond GPU calls are resolved.")
+
+# nanodrr's fused Triton kernel: 64-84 us per 200^2 DRR (RTX 6000 Ada, its benchmark CSV),
+# ~7,000-9,500 views/s scaled to 256^2; the best figure is the one to beat.
+NANODRR_VIEWS_PER_S = 9500.0
+
+
+def x_nanodrr(seconds_per_view):
+  """jaxcorr's views/s as a multiple of nanodrr's best (256^2 detectors only)."""
+  return timing.sig(1 / seconds_per_view / NANODRR_VIEWS_PER_S)
+
+
+def _scene(name_or_path, size, intensity):
+  """(volume, name, mu): the CT (or the knee phantom) at size^3 and its projected intensity."""
+  if os.path.exists(name_or_path):
+    vol = io.load_ct(name_or_path)
+    name = os.path.basename(name_or_path)
+  else:
+    vol = phantoms.make_phantom("knee", seed=0, size=size)
+    name = "knee phantom (no CT found)"
+  vol = vol.replace(data=io.clean_hu(vol.data))
+  vol = preprocess.to_cube(vol, size=size)
+  mu = (preprocess.attenuation(vol.data) if intensity == "attenuation"
+        else preprocess.bone_sigmoid(vol.data))
+  return vol, name, mu
+
 
 def main(argv):
   del argv
   if _CPU_DEVICES.value:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                f" --xla_force_host_platform_device_count={_CPU_DEVICES.value}")
-  if os.path.exists(_CT.value):
-    vol = io.load_ct(_CT.value)
-    name = os.path.basename(_CT.value)
-  else:
-    vol = phantoms.make_phantom("knee", seed=0, size=_SIZE.value)
-    name = "knee phantom (no CT found)"
-  vol = vol.replace(data=io.clean_hu(vol.data))
-  vol = preprocess.to_cube(vol, size=_SIZE.value)
-  mu = (preprocess.attenuation(vol.data) if _INTENSITY.value == "attenuation"
-        else preprocess.bone_sigmoid(vol.data))
+  methods = [check_choice("--methods", m, drr.METHODS) for m in _METHODS.value]
+  vol, name, mu = _scene(_CT.value, _SIZE.value, _INTENSITY.value)
   det = _DET.value
   sid, sdd = 1000.0, 1500.0
   spacing = geometry.fit_pixel_spacing(float(vol.extent.max()), sid=sid, sdd=sdd,
                                        detector_size=(det, det))
   # Padded once, as a bank or a multi-call user holds it; a one-off call pads inside.
   dev_vol = jax.block_until_ready(drr.pad(jnp.asarray(mu, _DTYPE.value)))
+  on_cpu = jax.default_backend() == "cpu"
   rows = []
   for n in (int(v) for v in _VIEWS.value):
     angles = np.linspace(0.0, 180.0, n, endpoint=False)
     views = geometry.circular_views(sid=sid, sdd=sdd, gantry_angles=angles,
                                     detector_size=(det, det), pixel_spacing=spacing)
-    times, first, images = {}, {}, {}
-    for method in ("clipped", "dense"):
+    t_rtk = float("nan")
+    if _RTK.value and rtk.available():
+      img = rtk.volume_image(mu, vol.origin, vol.spacing)
+      geo = rtk.circular_geometry(sid=sid, sdd=sdd, gantry_angles=angles)
+      t_rtk = timing.median_seconds(lambda: rtk.joseph_project(
+          img, geo, detector_size=(det, det), pixel_spacing=spacing), _REPEATS.value) / n
+    images = {}
+    for method in dict.fromkeys(methods + ["dense"]):   # dense is the images' reference
       if _CPU_DEVICES.value > 1:
         mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
         run = lambda: jax.block_until_ready(drr.project_sharded(
@@ -80,32 +113,35 @@ def main(argv):
             method=method))
       t0 = time.perf_counter()
       images[method] = np.asarray(run())
-      first[method] = time.perf_counter() - t0          # compilation + one call
-      times[method] = timing.median_seconds(run, _REPEATS.value) / n
-    diff = (np.abs(images["clipped"] - images["dense"]).max()
-            / max(np.abs(images["dense"]).max(), 1e-30))
-    t_rtk = float("nan")
-    if rtk.available():
-      img = rtk.volume_image(mu, vol.origin, vol.spacing)
-      geo = rtk.circular_geometry(sid=sid, sdd=sdd, gantry_angles=angles)
-      t_rtk = timing.median_seconds(lambda: rtk.joseph_project(
-          img, geo, detector_size=(det, det), pixel_spacing=spacing), _REPEATS.value) / n
-    rows.append((n, times["clipped"], first["clipped"], times["dense"], first["dense"], diff,
-                 t_rtk))
+      first = time.perf_counter() - t0                  # compilation + one call
+      if method in methods:
+        per_view = timing.median_seconds(run, _REPEATS.value,
+                                         min_sample_s=_MIN_SAMPLE_S.value) / n
+        rows.append([n, method, per_view, first, images[method]])
+    for row in rows:
+      if row[0] == n:
+        row[4] = (np.abs(row[4] - images["dense"]).max()
+                  / max(np.abs(images["dense"]).max(), 1e-30))
+        row.append(t_rtk)
   device = jax.devices()[0]
   print(f"DRR benchmark: {name} -> {_SIZE.value}^3 ({_DTYPE.value}, {_INTENSITY.value}), "
         f"{det}^2 detector, "
         f"{len(jax.devices())} x {device.platform} ({device.device_kind}), {os.cpu_count()} CPUs, "
-        f"{platform.processor() or platform.machine()}")
-  print("| views/call | jaxcorr s/view | jaxcorr views/s | first call s | dense s/view "
-        "| dense first call s | max abs diff / max | RTK Joseph s/view | RTK views/s "
-        "| ratio RTK/jaxcorr |")
+        f"{platform.processor() or platform.machine()}, jax {jax.__version__}")
+  print("| views/call | kernel | s/view | views/s | first call s | max abs diff / max vs dense "
+        "| RTK Joseph s/view | RTK views/s | ratio RTK/jaxcorr "
+        f"| x nanodrr ({NANODRR_VIEWS_PER_S:.0f} views/s at 256^2, GPU) |")
   print("|---|---|---|---|---|---|---|---|---|---|")
-  for n, tj, fj, td, fd, diff, tr in rows:
-    print(f"| {n} | {tj:.4f} | {1 / tj:.1f} | {fj:.2f} | {td:.4f} | {fd:.2f} | {diff:.1e} "
-          f"| {tr:.4f} | {1 / tr:.1f} | {tr / tj:.2f} |")
-  if not rtk.available():
+  for n, method, t, first, diff, t_rtk in rows:
+    kernel = method + (" (interpret)" if method == "fused" and on_cpu else "")
+    print(f"| {n} | {kernel} | {timing.sig(t)} | {timing.sig(1 / t)} | {first:.2f} "
+          f"| {diff:.1e} | {timing.sig(t_rtk)} | {timing.sig(1 / t_rtk)} "
+          f"| {timing.sig(t_rtk / t)} | {x_nanodrr(t) if det == 256 else '-'} |")
+  if _RTK.value and not rtk.available():
     print("ITK-RTK not installed (pip install itk-rtk): its columns are empty.")
+  if "fused" in methods and on_cpu:
+    print("On a CPU the fused kernel runs in Pallas' interpret mode (a correctness check, "
+          "not its speed); it is a GPU kernel.")
 
 
 if __name__ == "__main__":
