@@ -1,7 +1,8 @@
 """Entry point: `python -m jaxcorr.main --config=configs/<job>.py[:preset] --workdir=DIR`.
 
 `--config` is a config file or an installed config's name (`--config=pretrain:tiny` works
-from any directory); `--help` lists the configs, their jobs and presets, then the flags.
+from any directory); `--help` lists the configs, their jobs and presets, then the flags;
+with `--config=NAME[:PRESET] --help`, that config's fields and values.
 
 The config names its job (`config.job`); any field can be overridden with `--config.a.b=value`.
 Configs are locked: a mistyped override is an error that lists the valid fields.
@@ -73,7 +74,8 @@ def _parse_flags(argv):
     sys.stderr.write(f"FATAL {e}\n")
     sys.exit(2)
   if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
-    print(config_files.catalogue() + "\n")
+    spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    print((config_files.fields(spec) if spec else config_files.catalogue()) + "\n")
   try:
     return flags.FLAGS(argv)
   except (AttributeError, KeyError, flags.Error) as e:

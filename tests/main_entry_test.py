@@ -44,3 +44,10 @@ def test_resolve_spec(tmp_path):
   mine.write_text("")
   assert config_files.resolve_spec(f"{mine}:x") == f"{mine}:x"
   assert "common" not in config_files.names() and "pretrain" in config_files.names()
+
+
+def test_fields_of_a_config_with_its_preset():
+  text = config_files.fields("render:tiny")
+  assert text.startswith("Fields of render:tiny (override with --config.FIELD=VALUE):")
+  assert "\n  ct.size = 64\n" in text and "\n  geometry.sid = 1000.0\n" in text
+  assert "\n  ct.size = 256\n" in config_files.fields("render")

@@ -7,7 +7,7 @@ The configs are a package of their own (`configs/`, installed beside `jaxcorr`),
   --config=pretrain:tiny                the installed config of that name
 A path that does not exist but names an installed config (e.g. `configs/pretrain.py` run from
 another directory) means that config. `catalogue()` lists every config with its job, the first
-line of its docstring and its presets.
+line of its docstring and its presets; `fields(spec)` one config's fields with their values.
 
 The config modules are imported only when asked for (they import jaxcorr's higher layers).
 """
@@ -63,3 +63,24 @@ def catalogue() -> str:
     lines += textwrap.wrap(f"presets: {presets}", 96, initial_indent=" " * 19,
                            subsequent_indent=" " * 28)
   return "\n".join(lines)
+
+
+def fields(spec: str) -> str:
+  """Every field of the config `spec` (a path or name, with its preset) as `a.b = value`."""
+  path, _, arg = resolve_spec(spec).partition(":")
+  module_spec = importlib.util.spec_from_file_location("_jaxcorr_config_fields", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  flat = _flatten(module.get_config(arg or None).to_dict())
+  return "\n".join([f"Fields of {spec} (override with --config.FIELD=VALUE):"]
+                   + [f"  {k} = {v!r}" for k, v in flat.items()])
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
