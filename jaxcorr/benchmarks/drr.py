@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+import traceback
 
 import jax
 import jax.numpy as jnp
@@ -58,6 +59,33 @@ NANODRR_VIEWS_PER_S = 9500.0
 def x_nanodrr(seconds_per_view):
   """jaxcorr's views/s as a multiple of nanodrr's best (256^2 detectors only)."""
   return timing.sig(1 / seconds_per_view / NANODRR_VIEWS_PER_S)
+
+
+def _time_kernel(method, dev_vol, vol, views, det, *, timed):
+  """{'image', 'first' (s), 'per_view' (s, if `timed`)} of one kernel on `views`, or
+  {'error'}: a kernel that fails on this platform is reported in its row, and the others
+  are still measured (a one-shot GPU run keeps what worked)."""
+  n = views.source.shape[0]
+  if _CPU_DEVICES.value > 1:
+    mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
+    run = lambda: jax.block_until_ready(drr.project_sharded(
+        dev_vol, vol.origin, vol.spacing, views, mesh, height=det, width=det, padded=True,
+        method=method))
+  else:
+    run = lambda: jax.block_until_ready(drr.project_jit(
+        dev_vol, vol.origin, vol.spacing, views, height=det, width=det, padded=True,
+        method=method))
+  try:
+    t0 = time.perf_counter()
+    out = {"image": np.asarray(run())}
+    out["first"] = time.perf_counter() - t0                  # compilation + one call
+    if timed:
+      out["per_view"] = timing.median_seconds(run, _REPEATS.value,
+                                              min_sample_s=_MIN_SAMPLE_S.value) / n
+    return out
+  except Exception as e:  # pylint: disable=broad-except
+    traceback.print_exc()
+    return {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"}
 
 
 def _scene(name_or_path, size, intensity):
@@ -100,29 +128,14 @@ def main(argv):
       geo = rtk.circular_geometry(sid=sid, sdd=sdd, gantry_angles=angles)
       t_rtk = timing.median_seconds(lambda: rtk.joseph_project(
           img, geo, detector_size=(det, det), pixel_spacing=spacing), _REPEATS.value) / n
-    images = {}
-    for method in dict.fromkeys(methods + ["dense"]):   # dense is the images' reference
-      if _CPU_DEVICES.value > 1:
-        mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
-        run = lambda: jax.block_until_ready(drr.project_sharded(
-            dev_vol, vol.origin, vol.spacing, views, mesh, height=det, width=det, padded=True,
-            method=method))
-      else:
-        run = lambda: jax.block_until_ready(drr.project_jit(
-            dev_vol, vol.origin, vol.spacing, views, height=det, width=det, padded=True,
-            method=method))
-      t0 = time.perf_counter()
-      images[method] = np.asarray(run())
-      first = time.perf_counter() - t0                  # compilation + one call
-      if method in methods:
-        per_view = timing.median_seconds(run, _REPEATS.value,
-                                         min_sample_s=_MIN_SAMPLE_S.value) / n
-        rows.append([n, method, per_view, first, images[method]])
-    for row in rows:
-      if row[0] == n:
-        row[4] = (np.abs(row[4] - images["dense"]).max()
-                  / max(np.abs(images["dense"]).max(), 1e-30))
-        row.append(t_rtk)
+    results = {m: _time_kernel(m, dev_vol, vol, views, det, timed=m in methods)
+               for m in dict.fromkeys(["dense"] + methods)}   # dense: the images' reference
+    reference = results["dense"].get("image")
+    for method in methods:
+      r = results[method]
+      if "image" in r and reference is not None:
+        r["diff"] = np.abs(r["image"] - reference).max() / max(np.abs(reference).max(), 1e-30)
+      rows.append(dict(r, views=n, method=method, rtk=t_rtk))
   device = jax.devices()[0]
   print(f"DRR benchmark: {name} -> {_SIZE.value}^3 ({_DTYPE.value}, {_INTENSITY.value}), "
         f"{det}^2 detector, "
@@ -132,11 +145,16 @@ def main(argv):
         "| RTK Joseph s/view | RTK views/s | ratio RTK/jaxcorr "
         f"| x nanodrr ({NANODRR_VIEWS_PER_S:.0f} views/s at 256^2, GPU) |")
   print("|---|---|---|---|---|---|---|---|---|---|")
-  for n, method, t, first, diff, t_rtk in rows:
-    kernel = method + (" (interpret)" if method == "fused" and on_cpu else "")
-    print(f"| {n} | {kernel} | {timing.sig(t)} | {timing.sig(1 / t)} | {first:.2f} "
-          f"| {diff:.1e} | {timing.sig(t_rtk)} | {timing.sig(1 / t_rtk)} "
-          f"| {timing.sig(t_rtk / t)} | {x_nanodrr(t) if det == 256 else '-'} |")
+  for r in rows:
+    kernel = r["method"] + (" (interpret)" if r["method"] == "fused" and on_cpu else "")
+    if "error" in r:
+      print(f"| {r['views']} | {kernel} | failed: {r['error']} |  |  |  |  |  |  |  |")
+      continue
+    t, t_rtk = r["per_view"], r["rtk"]
+    print(f"| {r['views']} | {kernel} | {timing.sig(t)} | {timing.sig(1 / t)} | "
+          f"{r['first']:.2f} | {r.get('diff', float('nan')):.1e} | {timing.sig(t_rtk)} "
+          f"| {timing.sig(1 / t_rtk)} | {timing.sig(t_rtk / t)} "
+          f"| {x_nanodrr(t) if det == 256 else '-'} |")
   if _RTK.value and not rtk.available():
     print("ITK-RTK not installed (pip install itk-rtk): its columns are empty.")
   if "fused" in methods and on_cpu:
