@@ -31,16 +31,18 @@ def _case(background=0.0, n=16, seed=0):
   return jnp.asarray(vol), origin, views
 
 
-def _render(vol, origin, views, method):
+def _render(vol, origin, views, method, batch_size=None):
   return np.asarray(drr.project_jit(vol, origin, np.ones(3), views, height=H, width=W,
-                                    method=method))
+                                    method=method, batch_size=batch_size))
 
 
-@pytest.mark.parametrize("background", [0.0, 0.37])
-def test_fused_images_equal_the_dense_kernel(background):
+# Air around the block with the default 256 rays per program (16 x 16 tiles, padded from
+# 8 x 8), and a non-zero background with 64 rays per program (8 x 8 tiles).
+@pytest.mark.parametrize("background,rays_per_program", [(0.0, None), (0.37, 64)])
+def test_fused_images_equal_the_dense_kernel(background, rays_per_program):
   vol, origin, views = _case(background)
   dense = _render(vol, origin, views, "dense")
-  fused = _render(vol, origin, views, "fused")
+  fused = _render(vol, origin, views, "fused", rays_per_program)
   assert fused.shape == (2, H, W) and dense.max() > 1.0
   # Pixels through the random block and through the background only: no trivial image.
   assert np.ptp(dense) > 3.0 and len(np.unique(dense.round(3))) > 40
@@ -117,6 +119,6 @@ def test_fused_kernel_lowers_to_triton_for_gpus():
 def test_fused_block_must_be_a_power_of_two():
   vol, _, _ = _case()
   flat, strides, dims = drr._padded_flat(vol)  # pylint: disable=protected-access
-  with pytest.raises(ValueError, match="block=100 must be a power of two"):
+  with pytest.raises(ValueError, match="batch_size=100 for method='fused'.*power of two"):
     pallas_drr.march_fused(flat, dims, strides, jnp.ones(3), jnp.zeros((4, 3)),
                            jnp.ones((4, 3)), ray_march.full_box(dims), block=100)

@@ -197,7 +197,8 @@ def _dense_rays(flat, dims, strides, spacing, s_idx, q_idx, batch_size):
 def _marched_rays(flat, dims, strides, spacing, s_idx, q_idx, batch_size, box, bg, method):
   """The box's planes only: 'clipped' (XLA, `ray_march.march`) or 'fused' (Pallas)."""
   if method == "fused":
-    return pallas_drr.march_fused(flat, dims, strides, spacing, s_idx, q_idx, box, bg)
+    return pallas_drr.march_fused(flat, dims, strides, spacing, s_idx, q_idx, box, bg,
+                                  block=batch_size or pallas_drr.BLOCK)
   return ray_march.march(flat, dims, np.asarray(strides), spacing, s_idx, q_idx, box, bg,
                          group=batch_size or 4096)
 
@@ -229,7 +230,7 @@ def project_rays(volume: jnp.ndarray, origin: jnp.ndarray, spacing: jnp.ndarray,
     targets: [R, 3] ray end points (world mm).
     batch_size: rays per step: per chunk for 'dense' (memory ~ batch_size x max(X, Y, Z)
       samples; None vmaps all rays at once, default 16384), per marching group for
-      'clipped' (default 4096); 'fused' ignores it (256 rays per program, memory ~ R).
+      'clipped' (default 4096), per program for 'fused' (a power of two, default 256).
     padded: `volume` is already `pad(volume)` (origin and spacing still describe the
       unpadded grid).
     method: 'clipped' (default) walks each ray only through the planes of `box`
@@ -292,9 +293,17 @@ def _untiled(x, n, h, w, tile):
   return x[:, :h, :w]
 
 
-# Rays in tiles of neighbouring pixels, which cross the same planes: 8 x 8 for the clipped
-# marcher's sort, one 16 x 16 tile per program of the fused kernel (`pallas_drr.BLOCK` rays).
-_TILES = {"clipped": (8, 8), "fused": (16, pallas_drr.BLOCK // 16)}
+def _tile(method, batch_size):
+  """Rays go in tiles of neighbouring pixels, which cross the same planes: 8 x 8 for the
+  clipped marcher's sort, one tile per program of the fused kernel (16 x 16 for its default
+  256 rays); None for the dense kernel, which does not care."""
+  if method == "clipped":
+    return (8, 8)
+  if method == "fused":
+    block = batch_size or pallas_drr.BLOCK
+    rows = 2 ** (max(block.bit_length() - 1, 0) // 2)
+    return (rows, max(block // rows, 1))
+  return None
 
 
 def project(volume: jnp.ndarray, origin: jnp.ndarray, spacing: jnp.ndarray, views: Views, *,
@@ -316,11 +325,11 @@ def project(volume: jnp.ndarray, origin: jnp.ndarray, spacing: jnp.ndarray, view
   """
   sources, targets = pixel_rays(views, height, width)                  # [N, H, W, 3]
   n = targets.shape[0]
-  if method not in _TILES:
+  tile = _tile(method, batch_size)
+  if tile is None:
     out = project_rays(volume, origin, spacing, sources.reshape(-1, 3), targets.reshape(-1, 3),
                        batch_size=batch_size, padded=padded, method=method)
     return out.reshape(n, height, width)
-  tile = _TILES[method]
   out = project_rays(volume, origin, spacing, _tiled(sources, tile), _tiled(targets, tile),
                      batch_size=batch_size, padded=padded, method=method, box=box)
   return _untiled(out, n, height, width, tile)

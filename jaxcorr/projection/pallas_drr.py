@@ -15,9 +15,9 @@ How the work is cut.
   rays       the per-ray constants (`RayPlanes`: strides, x0, dx, sizes, t limits, m0, count,
              dl) are computed by XLA, elementwise, before the kernel, and the closed-form
              background term after it: [R] arrays, a few floats per ray.
-  program    one Pallas program per block of B rays (B = 256: one 16 x 16 pixel tile in
-             `drr.project`, so the rays of a block cross the same planes and read
-             neighbouring voxels). It loops over k = 0 .. max(count) - 1 of its own rays,
+  program    one Pallas program per block of B rays (B = 256 by default, `drr.project`'s
+             batch_size: one 16 x 16 pixel tile, so the rays of a block cross the same
+             planes and read neighbouring voxels), two rays per GPU thread. It loops over k = 0 .. max(count) - 1 of its own rays,
              K planes per iteration (unrolled), computes each sample's four bilinear corners
              as flat indices of the padded volume and loads them (a gather from the flat
              volume, which stays in global memory / L2), and adds the weighted sum to a [B]
@@ -74,7 +74,9 @@ def _call(flat, bg, rays: ray_march.RayPlanes, *, block: int, planes: int, inter
   extra = {}
   if not interpret:
     from jax.experimental.pallas import triton as pltriton  # pylint: disable=import-outside-toplevel
-    extra["compiler_params"] = pltriton.CompilerParams(num_warps=4, num_stages=1)
+    # Two rays per thread (a warp is 32 threads), from 1 to 8 warps.
+    warps = min(max(block // 64, 1), 8)
+    extra["compiler_params"] = pltriton.CompilerParams(num_warps=warps, num_stages=1)
   return pl.pallas_call(
       functools.partial(_kernel, planes=planes),
       out_shape=jax.ShapeDtypeStruct((n_rays,), jnp.float32),
@@ -109,7 +111,8 @@ def march_fused(flat, dims, strides, spacing, s, q, box, bg=0.0, *, block: int =
     [R] float32 line integrals.
   """
   if block & (block - 1):
-    raise ValueError(f"fused DRR block={block} must be a power of two (Triton's tensors).")
+    raise ValueError(f"drr batch_size={block} for method='fused' (rays per program) must be "
+                     "a power of two (Triton's tensors), e.g. 256.")
   if interpret is None:
     interpret = jax.default_backend() == "cpu"
   if jax.default_backend() == "tpu" and not interpret:
