@@ -1,12 +1,13 @@
 """DRR throughput: jaxcorr's Joseph kernels side by side with ITK-RTK's and nanodrr's, in one run.
 
   python -m jaxcorr.benchmarks.drr [--ct=PATH] [--size=256] [--detector=256] [--views=2,32]
-      [--methods=clipped,dense,fused] [--rtk=true]
+      [--methods=clipped,dense,fused] [--fused_blocks=64,256] [--rtk=true]
 
 Renders a real CT (default: the Visible Human pelvis from ../shared/data, else a phantom),
 resampled to size^3 as the render job does, onto a detector^2 detector, with each kernel of
 `--methods` ('clipped', the CPU default; 'dense', the GPU default; 'fused', the Pallas kernel,
-in interpret mode on a CPU) for each batch of views. One row per kernel and batch: the median
+in interpret mode on a CPU; with `--fused_blocks`, once per number of rays per program) for each
+batch of views. One row per kernel and batch: the median
 seconds per view and views/s (3 significant figures), the first call (compilation + one
 call), the largest difference from the dense kernel's image relative to its maximum, and the
 peers: ITK-RTK's Joseph projector measured in the same run on the same volume and geometry
@@ -46,6 +47,9 @@ _CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices", 0, "On a CPU host: split views over this many JAX CPU devices (one per "
     "core; 0 = one device). Must be set before JAX starts, which this script does.")
 _METHODS = flags.DEFINE_list("methods", list(drr.METHODS), "Kernels to time (drr.METHODS).")
+_FUSED_BLOCKS = flags.DEFINE_list(
+    "fused_blocks", [], "Rays per program of the fused kernel, one row each (powers of two); "
+    "empty: its default (256).")
 _RTK = flags.DEFINE_bool("rtk", True, "Time ITK-RTK's Joseph projector too, when installed.")
 _MIN_SAMPLE_S = flags.DEFINE_float(
     "min_sample_s", 0.2, "Each timed sample repeats the call until it lasts this long, so "
@@ -61,7 +65,7 @@ def x_nanodrr(seconds_per_view):
   return timing.sig(1 / seconds_per_view / NANODRR_VIEWS_PER_S)
 
 
-def _time_kernel(method, dev_vol, vol, views, det, *, timed):
+def _time_kernel(method, batch_size, dev_vol, vol, views, det, *, timed):
   """{'image', 'first' (s), 'per_view' (s, if `timed`)} of one kernel on `views`, or
   {'error'}: a kernel that fails on this platform is reported in its row, and the others
   are still measured (a one-shot GPU run keeps what worked)."""
@@ -70,11 +74,11 @@ def _time_kernel(method, dev_vol, vol, views, det, *, timed):
     mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
     run = lambda: jax.block_until_ready(drr.project_sharded(
         dev_vol, vol.origin, vol.spacing, views, mesh, height=det, width=det, padded=True,
-        method=method))
+        method=method, batch_size=batch_size))
   else:
     run = lambda: jax.block_until_ready(drr.project_jit(
         dev_vol, vol.origin, vol.spacing, views, height=det, width=det, padded=True,
-        method=method))
+        method=method, batch_size=batch_size))
   try:
     t0 = time.perf_counter()
     out = {"image": np.asarray(run())}
@@ -109,6 +113,10 @@ def main(argv):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                f" --xla_force_host_platform_device_count={_CPU_DEVICES.value}")
   methods = [check_choice("--methods", m, drr.METHODS) for m in _METHODS.value]
+  kernels = []   # (method, batch_size)
+  for m in methods:
+    blocks = _FUSED_BLOCKS.value if m == "fused" else []
+    kernels += [(m, int(b)) for b in blocks] or [(m, None)]
   vol, name, mu = _scene(_CT.value, _SIZE.value, _INTENSITY.value)
   det = _DET.value
   sid, sdd = 1000.0, 1500.0
@@ -128,14 +136,14 @@ def main(argv):
       geo = rtk.circular_geometry(sid=sid, sdd=sdd, gantry_angles=angles)
       t_rtk = timing.median_seconds(lambda: rtk.joseph_project(
           img, geo, detector_size=(det, det), pixel_spacing=spacing), _REPEATS.value) / n
-    results = {m: _time_kernel(m, dev_vol, vol, views, det, timed=m in methods)
-               for m in dict.fromkeys(["dense"] + methods)}   # dense: the images' reference
-    reference = results["dense"].get("image")
-    for method in methods:
-      r = results[method]
+    results = {k: _time_kernel(*k, dev_vol, vol, views, det, timed=k in kernels)
+               for k in dict.fromkeys([("dense", None)] + kernels)}  # dense: the reference
+    reference = results["dense", None].get("image")
+    for method, batch_size in kernels:
+      r = results[method, batch_size]
       if "image" in r and reference is not None:
         r["diff"] = np.abs(r["image"] - reference).max() / max(np.abs(reference).max(), 1e-30)
-      rows.append(dict(r, views=n, method=method, rtk=t_rtk))
+      rows.append(dict(r, views=n, method=method, batch_size=batch_size, rtk=t_rtk))
   device = jax.devices()[0]
   print(f"DRR benchmark: {name} -> {_SIZE.value}^3 ({_DTYPE.value}, {_INTENSITY.value}), "
         f"{det}^2 detector, "
@@ -146,7 +154,8 @@ def main(argv):
         f"| x nanodrr ({NANODRR_VIEWS_PER_S:.0f} views/s at 256^2, GPU) |")
   print("|---|---|---|---|---|---|---|---|---|---|")
   for r in rows:
-    kernel = r["method"] + (" (interpret)" if r["method"] == "fused" and on_cpu else "")
+    kernel = r["method"] + (f", {r['batch_size']} rays/program" if r["batch_size"] else "")
+    kernel += " (interpret)" if r["method"] == "fused" and on_cpu else ""
     if "error" in r:
       print(f"| {r['views']} | {kernel} | failed: {r['error']} |  |  |  |  |  |  |  |")
       continue
