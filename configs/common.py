@@ -179,6 +179,10 @@ def data(phantoms=8):
   """Where samples come from (`config.data`)."""
   return ml_collections.ConfigDict(dict(
       mode="on_the_fly",        # 'on_the_fly' (render in the input path) | 'offline' (shards)
+      # on_the_fly: where the views are drawn. 'host' (NumPy, Grain threads) | 'device' (jitted
+      # with the rendering; the host sends volume indices and seeds) | 'auto' (device on a GPU
+      # or TPU, host on a CPU).
+      recipes="auto",
       shards="",                # offline: a generate job's workdir
       phantoms=phantoms,        # without ct.path: this many seeded synthetic phantoms
       split_mm=0.0,             # split CTs longer than this along z (0 = never)

@@ -16,7 +16,8 @@ from absl import logging
 
 from jaxcorr.core import choices
 from jaxcorr.ct import io, phantoms, preprocess, Volume
-from jaxcorr.data import appearance, pipeline, radiometric, sampler, samples, volumes
+from jaxcorr.data import (appearance, device_recipes, pipeline, radiometric, sampler, samples,
+                          volumes)
 from jaxcorr.projection import drr, geometry, labels
 
 # The closed sets of the config fields checked here (the key is the field under `config.`).
@@ -31,6 +32,7 @@ CHOICES = {
     "ct.on_error": io.ON_ERROR,
     "labels.pooling": labels.POOLINGS,
     "labels.method": labels.METHODS,
+    "data.recipes": device_recipes.RECIPES,
 }
 
 
@@ -200,6 +202,24 @@ def framing(config) -> samples.Framing:
   return samples.Framing(detector_size=tuple(int(s) for s in config.views.detector_size),
                          patch=config.labels.patch, fov_scale=config.views.fov_scale,
                          orbit=config.views.orbit)
+
+
+def device_recipe_spec(config) -> device_recipes.Spec | None:
+  """What the device needs to draw the views (`config.data.recipes` resolved for this platform,
+  logged once), or None when the host draws them (`recipe_maker`)."""
+  asked = check_choice("data.recipes", config.data.get("recipes", "host"))
+  where = device_recipes.resolve(asked)
+  _log_recipes(asked, where, jax.default_backend())
+  if where == "host":
+    return None
+  return device_recipes.Spec(view_sampler(config), min_coverage=config.views.min_coverage,
+                             max_tries=max(1, int(config.views.max_tries)))
+
+
+@functools.lru_cache(maxsize=None)
+def _log_recipes(asked: str, where: str, platform: str) -> None:
+  logging.info("view recipes drawn on the %s (config.data.recipes=%r on %s)", where, asked,
+               platform)
 
 
 def recipe_maker(config, bank: volumes.VolumeBank) -> samples.RecipeMaker:

@@ -38,7 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcorr.core.choices import check_choice
-from jaxcorr.data import appearance as appearance_lib, augment, radiometric, records, samples
+from jaxcorr.data import (appearance as appearance_lib, augment, device_recipes, radiometric,
+                          records, samples)
 from jaxcorr.projection import labels
 
 MODES = ("on_the_fly", "offline")
@@ -117,12 +118,20 @@ def render_sharded(bank, recipes, *, framing, threshold, projector, mesh=None):
 
 
 @functools.partial(jax.jit, static_argnames=("framing", "threshold", "augmentation", "render",
-                                             "projector", "mesh"))
+                                             "projector", "mesh", "recipes"))
 def finish_batch(bank, batch, *, framing, threshold, augmentation: Augment, render: bool,
-                 projector: samples.Projector = samples.Projector(), mesh=None):
-  """Device part: render (on_the_fly, with `projector`'s kernels, each device its shard of the
-  batch over `mesh`: `render_sharded`), normalise, augment. Returns the batch dict."""
+                 projector: samples.Projector = samples.Projector(), mesh=None,
+                 recipes: device_recipes.Spec | None = None):
+  """Device part: draw the recipes (when `recipes` is given; the host sent volume indices and
+  seeds only, `device_recipes`), render (on_the_fly, with `projector`'s kernels, each device its
+  shard of the batch over `mesh`: `render_sharded`), normalise, augment. Returns the batch dict
+  (with `rejected` [B], the candidates each drawn recipe rejected, when drawn here)."""
+  extra = {}
   if render:
+    if recipes is not None:
+      batch = device_recipes.for_batch(bank, batch["volume"], batch["seed"], spec=recipes,
+                                       framing=framing)
+      extra["rejected"] = batch["rejected"]
     views, corr = render_sharded(bank, {k: batch[k] for k in samples.RECIPE_KEYS},
                                  framing=framing, threshold=threshold, projector=projector,
                                  mesh=mesh)
@@ -143,7 +152,8 @@ def finish_batch(bank, batch, *, framing, threshold, augmentation: Augment, rend
     views, corr = jax.vmap(fn)(views, corr, k_geo)
   n = views.shape[1]
   return {"views": views[..., None], "corr": corr,
-          "pairs": jnp.asarray(labels.pair_indices(n), jnp.int32), "volume": batch["volume"]}
+          "pairs": jnp.asarray(labels.pair_indices(n), jnp.int32), "volume": batch["volume"],
+          **extra}
 
 
 class Batches:
@@ -186,14 +196,32 @@ class DeviceBatches(Batches):
 
   def __init__(self, dataset: grain.IterDataset, *, bank=None, framing, threshold: float,
                augmentation: Augment, render: bool, sharding=None,
-               projector: samples.Projector = samples.Projector()):
+               projector: samples.Projector = samples.Projector(),
+               recipes: device_recipes.Spec | None = None):
     super().__init__(dataset, functools.partial(
         finish_batch, bank, framing=framing, threshold=threshold, augmentation=augmentation,
-        render=render, projector=projector,
+        render=render, projector=projector, recipes=recipes,
         mesh=None if sharding is None else sharding.mesh), sharding=sharding)
-    self.rejected = 0
+    self._rejected_host = 0
+    self._rejected_device = []   # device scalars, summed when read (no wait per batch)
+
+  @property
+  def rejected(self) -> int:
+    """The view draws rejected so far by the coverage check (host or device recipes)."""
+    if len(self._rejected_device) > 1:
+      self._rejected_device = [sum(self._rejected_device)]
+    return self._rejected_host + sum(int(r) for r in self._rejected_device)
 
   def _host(self) -> dict:
     host = super()._host()
-    self.rejected += int(np.sum(host["rejected"]))
+    if "rejected" in host:
+      self._rejected_host += int(np.sum(host["rejected"]))
     return host
+
+  def __next__(self) -> dict:
+    batch = super().__next__()
+    if "rejected" in batch:
+      self._rejected_device.append(jnp.sum(batch.pop("rejected")))
+      if len(self._rejected_device) >= 64:    # summed on the device, still without a wait
+        self._rejected_device = [sum(self._rejected_device)]
+    return batch

@@ -83,6 +83,19 @@ def _coverage(points, count, params, extent, framing: Framing):
   return hit.mean(axis=-1)
 
 
+def anatomy_arrays(anatomy: list) -> tuple[np.ndarray, np.ndarray]:
+  """The anatomy points of each volume padded to one power-of-two count: (points [V, A, 3],
+  counts [V]), so the coverage check compiles once."""
+  size = max(1, max(len(a) for a in anatomy))
+  size = 1 << (size - 1).bit_length()
+  points = np.zeros((len(anatomy), size, 3), np.float32)
+  counts = np.zeros(len(anatomy), np.int32)
+  for i, a in enumerate(anatomy):
+    points[i, :len(a)] = a
+    counts[i] = len(a)
+  return points, counts
+
+
 class RecipeMaker:
   """Grain `random_map` transform: {'volume': i} + rng -> a recipe (see the module docstring)."""
 
@@ -94,14 +107,7 @@ class RecipeMaker:
     self.extent = np.asarray(extent, np.float32)
     self.min_coverage = min_coverage
     self.max_tries = max(1, int(max_tries))
-    # Anatomy points padded to one size, so the coverage check compiles once.
-    size = max(1, max(len(a) for a in anatomy))
-    size = 1 << (size - 1).bit_length()
-    self.points = np.zeros((len(anatomy), size, 3), np.float32)
-    self.counts = np.zeros(len(anatomy), np.int32)
-    for i, a in enumerate(anatomy):
-      self.points[i, :len(a)] = a
-      self.counts[i] = len(a)
+    self.points, self.counts = anatomy_arrays(anatomy)
 
   def coverage(self, volume: int, params: dict) -> np.ndarray:
     # This process's own CPU device: with several processes jax.devices() lists them all.
@@ -177,7 +183,8 @@ def render_batch(bank: dict, recipes: dict, *, framing: Framing, threshold: floa
 def bank_arrays(bank, dtype=jnp.float32) -> dict:
   """The bank's arrays as device arrays, ready for `render_batch`; images in `dtype`, padded
   once for the projector (`drr.pad`) rather than at every sample, with the box of each
-  image's voxels that differ from its background (`drr.content_box`), found once too."""
+  image's voxels that differ from its background (`drr.content_box`), found once too, and the
+  anatomy points (`anatomy_arrays`: `points`, `counts`) for recipes drawn on the device."""
   # Padded on the host into one preallocated array, then moved once: no second full copy.
   k, x, y, z = bank.images.shape
   p0 = drr.PAD[0]
@@ -186,6 +193,8 @@ def bank_arrays(bank, dtype=jnp.float32) -> dict:
   images = jnp.asarray(padded, dtype)
   del padded
   box = jax.lax.map(lambda img: drr.content_box(img, padded=True), images)
+  points, counts = anatomy_arrays(bank.anatomy)
   return {"images": images, "box": box, "weights": jnp.asarray(bank.weights),
           "origin": jnp.asarray(bank.origin), "spacing": jnp.asarray(bank.spacing),
-          "extent": jnp.asarray(bank.extent)}
+          "extent": jnp.asarray(bank.extent), "points": jnp.asarray(points),
+          "counts": jnp.asarray(counts)}

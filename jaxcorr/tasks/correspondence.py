@@ -25,7 +25,8 @@ import numpy as np
 from absl import logging
 
 from jaxcorr.core import files, sharding
-from jaxcorr.data import from_config, pipeline, records, samples, splits as splits_lib
+from jaxcorr.data import (device_recipes, from_config, pipeline, records, samples,
+                          splits as splits_lib)
 from jaxcorr.metrics import correspondence as metrics
 from jaxcorr.models import build, transfer
 from jaxcorr.pictures import curves, viz
@@ -86,18 +87,20 @@ class CorrespondenceTask(task_lib.Task):
     if c.data.mode == "offline":
       ds = pipeline.make_dataset(mode="offline", shards=records.shard_paths(c.data.shards, split),
                                  **common)
-      bank, render = None, False
+      bank, render, spec = None, False, None
     else:
       host_bank, bank = self._bank(split)
-      ds = pipeline.make_dataset(mode="on_the_fly",
-                                 recipe_maker=from_config.recipe_maker(c, host_bank),
+      spec = from_config.device_recipe_spec(c)
+      maker = (from_config.recipe_maker(c, host_bank) if spec is None
+               else device_recipes.seeds_only)
+      ds = pipeline.make_dataset(mode="on_the_fly", recipe_maker=maker,
                                  n_volumes=len(host_bank), **common)
       render = True
     return pipeline.DeviceBatches(ds, bank=bank, framing=from_config.framing(c),
                                   threshold=c.labels.threshold,
                                   augmentation=from_config.augmentation(c, train), render=render,
                                   sharding=self._batch_sharding,
-                                  projector=from_config.projector(c))
+                                  projector=from_config.projector(c), recipes=spec)
 
   def train_batches(self):
     # The evaluation data first, so an empty or unreadable validation split stops the run
