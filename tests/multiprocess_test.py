@@ -10,9 +10,11 @@ compiling the tiny model in each process).
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -33,9 +35,8 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _main(config: str, workdir, overrides: dict, processes: int, devices: int = 1) -> list[str]:
-  """Runs jaxcorr.main as `processes` processes of `devices` CPU devices each; returns their
-  logs (the test fails with them when a process fails)."""
+def _start(config: str, workdir, overrides: dict, processes: int, devices: int = 1) -> list:
+  """Starts jaxcorr.main as `processes` processes of `devices` CPU devices each."""
   args = [sys.executable, "-m", "jaxcorr.main", f"--config={config}", f"--workdir={workdir}"]
   args += [f"--config.{k}={v}" for k, v in overrides.items()]
   env = subprocess_env(devices)
@@ -43,9 +44,14 @@ def _main(config: str, workdir, overrides: dict, processes: int, devices: int = 
     args.append("--distributed")
     env["JAX_COORDINATOR_ADDRESS"] = f"localhost:{_free_port()}"
     env["JAX_NUM_PROCESSES"] = str(processes)
-  procs = [subprocess.Popen(args, cwd=REPO, env={**env, "JAX_PROCESS_ID": str(i)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-           for i in range(processes)]
+  return [subprocess.Popen(args, cwd=REPO, env={**env, "JAX_PROCESS_ID": str(i)},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+          for i in range(processes)]
+
+
+def _wait(procs, returncode: int = 0) -> list[str]:
+  """Waits for the processes; returns their logs (the test fails with them when a process
+  ends with another status than `returncode`)."""
   logs = []
   try:
     for p in procs:
@@ -54,8 +60,14 @@ def _main(config: str, workdir, overrides: dict, processes: int, devices: int = 
     for p in procs:
       p.kill()
   for i, (p, log) in enumerate(zip(procs, logs)):
-    assert p.returncode == 0, f"process {i} of {processes}:\n{log[-4000:]}"
+    assert p.returncode == returncode, f"process {i} of {len(procs)}:\n{log[-4000:]}"
   return logs
+
+
+def _main(config: str, workdir, overrides: dict, processes: int, devices: int = 1) -> list[str]:
+  """Runs jaxcorr.main as `processes` processes of `devices` CPU devices each; returns their
+  logs (the test fails with them when a process fails)."""
+  return _wait(_start(config, workdir, overrides, processes, devices))
 
 
 def _rows(workdir, key: str) -> dict:
@@ -87,23 +99,35 @@ def test_each_process_reads_its_own_slice_and_together_they_read_the_global_batc
   assert sorted(epoch.tolist()) == list(range(8))
 
 
-def test_pretraining_on_two_processes_matches_one_and_resumes_on_another_count(tmp_path):
+def test_pretraining_on_two_processes_matches_one_stops_together_and_resumes_on_one(tmp_path):
   """On the fly: 2 processes x 1 device give the losses of 1 process x 2 devices (the same
-  global batches); a 2-process run stopped at step 2 resumes on 1 process to the same end."""
+  global batches). SIGTERM to process 1 alone (a preempted host) stops both after the same step
+  with one checkpoint; the run resumes on 1 process to the end of the uninterrupted run."""
+  run = {**TINY, "steps": 12, "eval_every": 100, "ckpt.every": 100}
   one = tmp_path / "one"
-  _main("configs/pretrain.py:tiny", one, TINY, processes=1, devices=2)
+  _main("configs/pretrain.py:tiny", one, run, processes=1, devices=2)
   two = tmp_path / "two"
-  logs = _main("configs/pretrain.py:tiny", two, {**TINY, "stop_after_step": 2}, processes=2)
-  assert "mesh of 2 devices" in logs[0] and "mesh of 2 devices" in logs[1]
-  assert sorted(os.listdir(two / "checkpoints")) == ["2"]
-  # One writer: process 0 wrote each row once, and the evaluation ran on the global batch.
-  np.testing.assert_allclose(list(_rows(two, "train/loss").values()),
-                             [_rows(one, "train/loss")[s] for s in (1, 2)], rtol=1e-4)
-  np.testing.assert_allclose(_rows(two, "eval/mse")[2], _rows(one, "eval/mse")[2], rtol=1e-4)
-  _main("configs/pretrain.py:tiny", two, TINY, processes=1, devices=2)   # resumes at step 2
-  np.testing.assert_allclose([_rows(two, "train/loss")[s] for s in (3, 4)],
-                             [_rows(one, "train/loss")[s] for s in (3, 4)], rtol=1e-4)
-  assert sorted(_rows(two, "train/loss")) == [1, 2, 3, 4]
+  procs = _start("configs/pretrain.py:tiny", two, run, processes=2)
+  deadline = time.time() + TIMEOUT
+  while not ((two / "metrics.jsonl").exists()
+             and (two / "metrics.jsonl").read_text().count("train/loss") >= 2):
+    assert all(p.poll() is None for p in procs) and time.time() < deadline, _wait(procs)
+    time.sleep(0.05)
+  procs[1].send_signal(signal.SIGTERM)
+  logs = _wait(procs, returncode=128 + signal.SIGTERM)
+  assert all("mesh of 2 devices" in log and "stopped by SIGTERM after step" in log
+             for log in logs), logs
+  stopped = sorted(_rows(two, "train/loss"))
+  assert stopped == list(range(1, stopped[-1] + 1)) and stopped[-1] < 12
+  assert os.listdir(two / "checkpoints") == [str(stopped[-1])]
+  # One writer: process 0 wrote each row once.
+  np.testing.assert_allclose([_rows(two, "train/loss")[s] for s in stopped],
+                             [_rows(one, "train/loss")[s] for s in stopped], rtol=1e-4)
+  _main("configs/pretrain.py:tiny", two, run, processes=1, devices=2)   # resumes
+  assert sorted(_rows(two, "train/loss")) == list(range(1, 13))
+  np.testing.assert_allclose([_rows(two, "train/loss")[s] for s in range(1, 13)],
+                             [_rows(one, "train/loss")[s] for s in range(1, 13)], rtol=1e-4)
+  np.testing.assert_allclose(_rows(two, "eval/mse")[12], _rows(one, "eval/mse")[12], rtol=1e-4)
 
 
 def test_generate_and_offline_pretraining_on_two_processes(tmp_path):

@@ -83,3 +83,14 @@ def replicate(tree, mesh: Mesh):
   full) as arrays replicated over every device of `mesh`, so it can meet the mesh's parameters
   in one jitted function on any number of processes."""
   return jax.device_put(tree, replicated(mesh))
+
+
+def agree(values) -> np.ndarray:
+  """The elementwise maximum of small integer `values` over every process (a collective), so
+  that decisions taken from a process's own signals or clock (stop now, checkpoint now) are the
+  same on all of them; on one process, `values` unchanged."""
+  values = np.asarray(values, np.int32)
+  if jax.process_count() == 1:
+    return values
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return np.asarray(multihost_utils.process_allgather(values)).max(axis=0)

@@ -191,6 +191,11 @@ def _run_steps(config, task, step_fn, state, batches, root_key, ckpt, writer, ev
       sums, count, t_last, step_last = {}, 0, time.perf_counter(), step
     now = clock()
     out_of_time = bool(budget) and now - started >= budget
+    ckpt_due = bool(ckpt_seconds) and now - saved_at >= ckpt_seconds
+    # Several processes stop, evaluate and save at the same step (each save is a collective):
+    # what one process's signal or clock says holds for all.
+    signum, out_of_time, ckpt_due = sharding.agree([requests.signum or 0, out_of_time, ckpt_due])
+    requests.signum = int(signum) or None
     if out_of_time:
       logging.info("time budget stop_after_seconds=%g spent after step %d (%.0f s): final "
                    "evaluation and checkpoint; the same command continues", budget, step,
@@ -204,8 +209,7 @@ def _run_steps(config, task, step_fn, state, batches, root_key, ckpt, writer, ev
                    ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
       ckpt.save(step, state, batches.get_state(), last_eval)
       saved_at = now
-    elif (step % every.ckpt == 0 or step == stop or requests.signum is not None
-          or (ckpt_seconds and now - saved_at >= ckpt_seconds)):
+    elif step % every.ckpt == 0 or step == stop or requests.signum is not None or ckpt_due:
       ckpt.save(step, state, batches.get_state())
       saved_at = now
     if requests.signum is not None or out_of_time:
