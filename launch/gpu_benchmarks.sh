@@ -76,8 +76,8 @@ stage() {  # stage NAME SECONDS COMMAND...: one timed stage; output to the log a
 }
 
 { nvidia-smi -L; git log --oneline -1 2>/dev/null; } 2>&1 | tee -a "$LOG"
-stage imports 60 python3 -c "import grain, ml_collections, nibabel, jax, jaxcorr.projection.pallas_drr; print(jax.__version__, jax.devices())" \
-  || exit 1
+stage imports 60 python3 -c "import grain, ml_collections, nibabel, jax, jaxcorr.benchmarks.drr
+print(jax.__version__, jax.devices())" || exit 1
 stage drr_attenuation 150 python3 -m jaxcorr.benchmarks.drr --ct="$CT" --views=2,32,128 \
   --repeats=5 --rtk=false --fused_blocks=64,256
 stage input_pipeline 250 python3 -m jaxcorr.benchmarks.input_pipeline --preset=default \

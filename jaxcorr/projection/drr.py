@@ -240,9 +240,9 @@ def project_rays(volume: jnp.ndarray, origin: jnp.ndarray, spacing: jnp.ndarray,
       from the dense formulation.
     box: int32 [2, 3] voxel box (rows lo, hi) outside which every voxel equals the
       background (the 8 corner voxels' common value, else 0: the air around the patient),
-      for 'clipped' and 'fused'. None computes `content_box(volume)`, one pass over the volume: pass it
-      in when the same volume is rendered many times. Any box holding all the other voxels
-      gives the same image.
+      for 'clipped' and 'fused'. None computes `content_box(volume)`, one pass over the
+      volume: pass it in when the same volume is rendered many times. Any box holding all
+      the other voxels gives the same image.
 
   Returns:
     [R] float32 line integrals.

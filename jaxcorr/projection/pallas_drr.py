@@ -17,12 +17,13 @@ How the work is cut.
              background term after it: [R] arrays, a few floats per ray.
   program    one Pallas program per block of B rays (B = 256 by default, `drr.project`'s
              batch_size: one 16 x 16 pixel tile, so the rays of a block cross the same
-             planes and read neighbouring voxels), two rays per GPU thread. It loops over k = 0 .. max(count) - 1 of its own rays,
-             K planes per iteration (unrolled), computes each sample's four bilinear corners
-             as flat indices of the padded volume and loads them (a gather from the flat
-             volume, which stays in global memory / L2), and adds the weighted sum to a [B]
-             float32 accumulator held in registers. Only the [B] sums are written: the
-             [R, M] samples of the dense kernel never go to memory.
+             planes and read neighbouring voxels), two rays per GPU thread. It loops over
+             k = 0 .. max(count) - 1 of its own rays, K planes per iteration (unrolled),
+             computes each sample's four bilinear corners as flat indices of the padded
+             volume and loads them (a gather from the flat volume, which stays in global
+             memory / L2), and adds the weighted sum to a [B] float32 accumulator held in
+             registers. Only the [B] sums are written: the [R, M] samples of the dense
+             kernel never go to memory.
   volume     the flat padded volume (`drr.pad(volume).reshape(-1)`, float32 or bfloat16), one
              whole-array operand; every index the kernel forms lies inside it (coordinates
              clipped to [-1, n], masked samples read element 0), so loads need no masks.
@@ -73,7 +74,8 @@ def _call(flat, bg, rays: ray_march.RayPlanes, *, block: int, planes: int, inter
   whole = pl.BlockSpec()   # the whole array, the same for every program
   extra = {}
   if not interpret:
-    from jax.experimental.pallas import triton as pltriton  # pylint: disable=import-outside-toplevel
+    # Imported here: the Triton module is only needed (and only lowers) for GPUs.
+    from jax.experimental.pallas import triton as pltriton  # pylint: disable=g-import-not-at-top
     # Two rays per thread (a warp is 32 threads), from 1 to 8 warps.
     warps = min(max(block // 64, 1), 8)
     extra["compiler_params"] = pltriton.CompilerParams(num_warps=warps, num_stages=1)
