@@ -119,9 +119,12 @@ def drr():
   return ml_collections.ConfigDict(dict(
       # auto: the fastest kernel measured on this platform (clipped on CPU, dense on GPU and
       # TPU; logged at start) | clipped (rays only cross the box around the patient) | dense
+      # | fused (clipped as one Pallas kernel for GPUs; not yet measured there)
       method="auto",
       dtype="float32",     # volume storage on the device: float32 | bfloat16
-      batch_size=0,        # rays per marching group (clipped) or chunk (dense); 0 = the kernel's
+      # rays per marching group (clipped), chunk (dense) or program (fused, a power of two);
+      # 0 = the kernel's default
+      batch_size=0,
   ))
 
 
