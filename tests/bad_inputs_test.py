@@ -264,3 +264,12 @@ def test_predict_marks_the_matches_of_a_blank_radiograph_unreliable(tiny_pretrai
   with open(tmp_path / "q" / "study" / "matches.csv") as f:
     assert {r["reliable"] for r in csv.DictReader(f)} == {"1"}
   assert json.loads((tmp_path / "q" / "study" / "study.json").read_text())["warnings"] == []
+
+
+def test_a_label_patch_that_is_not_the_backbone_stride_is_named_before_any_work(tmp_path):
+  """labels.patch=8 with a stride-16 backbone used to end in a raw JAX shape TypeError."""
+  from jaxcorr.data import validation  # pylint: disable=import-outside-toplevel
+  from pretrain_job_test import _tiny  # pylint: disable=import-outside-toplevel
+  with pytest.raises(validation.ConfigError, match=r"labels.patch=8.*set labels.patch=16"):
+    jobs.run(_tiny(**{"labels.patch": 8}), str(tmp_path))
+  assert not (tmp_path / "checkpoints").exists()

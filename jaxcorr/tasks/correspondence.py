@@ -26,9 +26,9 @@ from absl import logging
 
 from jaxcorr.core import files, sharding
 from jaxcorr.data import (device_recipes, from_config, pipeline, records, samples,
-                          splits as splits_lib)
+                          splits as splits_lib, validation)
 from jaxcorr.metrics import correspondence as metrics
-from jaxcorr.models import build, transfer
+from jaxcorr.models import build, correspondence as corr_models, transfer
 from jaxcorr.pictures import curves, viz
 from jaxcorr.tasks import base as task_lib
 
@@ -39,6 +39,20 @@ def mse_loss(pred: jnp.ndarray, target: jnp.ndarray, pos_weight: float = 1.0) ->
   return jnp.mean(w * jnp.square(pred.astype(jnp.float32) - target))
 
 
+def _check_patch(config) -> None:
+  """The labels' patch must be the backbone's stride (one token per labelled patch); a
+  validation.ConfigError naming both fields otherwise (main prints it without a traceback)."""
+  backbone = config.model.get("backbone")
+  if not backbone or config.model.get("kind", "correspondence") != "correspondence":
+    return
+  stride = corr_models.make_backbone(backbone)[0].stride
+  if config.labels.patch != stride:
+    raise validation.ConfigError(
+        f"bad config (nothing was run):\n  config.labels.patch={config.labels.patch}: the "
+        f"backbone model.backbone={backbone!r} makes one token per {stride} x {stride} pixels; "
+        f"set labels.patch={stride} (labels and tokens must describe the same patches)")
+
+
 class CorrespondenceTask(task_lib.Task):
   """The pretraining task."""
 
@@ -47,6 +61,7 @@ class CorrespondenceTask(task_lib.Task):
     self.workdir = workdir
     self.mesh = mesh
     self.model = build.build_model(config.model)
+    _check_patch(config)
     self._batch_sharding = sharding.batch_sharding(mesh)
     self._workdir = workdir
     self._splits = (splits_lib.load_or_assign(config, workdir)
