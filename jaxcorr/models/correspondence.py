@@ -17,7 +17,9 @@ m]) or each variant's own; `transformer` module docstring).
 
 Head (`correspondence_scores`). For each pair (i, j) of `labels.pair_indices(N)`, in the order
 (0, 1), (0, 2), ..., (1, 2), ...: S_ij[a, b] = <t_i^a, t_j^b> / (|t_i^a| |t_j^b|), float32.
-  'cosine'          S in [-1, 1].
+  'cosine'          S in [-1, 1] (the default: as good as the squared heads in held-out AP,
+                    docs/benchmarks.md); where users see C, `inference.predictor` clips it to
+                    [0, 1] (a negative similarity is no match); the loss and metrics see S.
   'cosine_squared'  max(S, 0)^2 in [0, 1]: clipped at 0 before squaring so that opposite tokens
                     score 0 (no match), like the labels C >= 0; a plain square would score
                     S = -1 as a perfect match. Squaring sharpens the scores near 1.
