@@ -1,11 +1,13 @@
 """Input pipeline throughput against the training step's consumption, in one run.
 
   python -m jaxcorr.benchmarks.input_pipeline [--preset=default] [--ct=PATH] [--batches=5]
-      [--settings=16:float32,64:bfloat16] [--drr_methods=auto] [--offline=true]
+      [--settings=16:float32,64:bfloat16] [--drr_methods=auto] [--recipes=auto]
+      [--offline=true]
 
 For each setting (batch size : the model's compute dtype) prints samples/s of: drawing
 recipes on the host (Grain, threads), rendering them (DRRs + labels, jitted on the default
-device) and the whole on-the-fly path with each DRR kernel of `--drr_methods`, reading +
+device) and the whole on-the-fly path as training runs it (views drawn where `data.recipes`
+says: on the device on GPUs and TPUs) with each DRR kernel of `--drr_methods`, reading +
 decoding offline ArrayRecord shards (2 worker processes), and the train step of the preset's
 model in that dtype; the last column is each rate as a multiple of the train step's, and a
 verdict per setting and kernel says whether on-the-fly training would wait for data. Also
@@ -31,7 +33,8 @@ from jaxcorr import jobs
 from jaxcorr.benchmarks import timing
 from jaxcorr.core import sharding
 from jaxcorr.core.choices import check_choice
-from jaxcorr.data import from_config, pipeline, records, samples, splits as splits_lib
+from jaxcorr.data import (device_recipes, from_config, pipeline, records, samples,
+                          splits as splits_lib)
 from jaxcorr.models import build
 from jaxcorr.projection import drr
 from jaxcorr.tasks import correspondence
@@ -46,6 +49,8 @@ _SETTINGS = flags.DEFINE_list(
     "batch:compute dtype pairs, one table section each (dtype: float32 | bfloat16).")
 _DRR_METHODS = flags.DEFINE_list("drr_methods", ["auto"],
                                  "DRR kernels for the rendering rows (drr.method values).")
+_RECIPES = flags.DEFINE_string("recipes", "", "data.recipes for the end-to-end rows (auto | "
+                               "host | device); empty: the preset's.")
 _OFFLINE = flags.DEFINE_bool("offline", True, "Also generate and read offline shards.")
 
 PAPER_SAMPLES = 207_600
@@ -81,6 +86,8 @@ def _config(batch_size=None, dtype=None, method=None):
     config.model.dtype = dtype
   if method is not None:
     config.drr.method = method
+  if _RECIPES.value:
+    config.data.recipes = _RECIPES.value
   return config
 
 
@@ -130,6 +137,14 @@ def _measure(bsz, dtype, bank, dev_bank, shards, nb):
   host_iter = iter(ds)
   rows = [("-", "recipes (host, Grain threads)", _rate(lambda: next(host_iter), nb, bsz))]
   recipes = {k: v for k, v in next(host_iter).items() if k in samples.RECIPE_KEYS}
+  # End to end as training runs it: the views drawn where config.data.recipes says (on the
+  # device, the host sends volume indices and seeds only).
+  spec = from_config.device_recipe_spec(config)
+  e2e_ds = ds if spec is None else pipeline.make_dataset(
+      mode="on_the_fly", seed=0, batch_size=bsz, recipe_maker=device_recipes.seeds_only,
+      n_volumes=len(bank), threads=config.data.threads)
+  where = "host" if spec is None else "device"
+  e2e = f"on the fly, end to end (+ augmentation, recipes on the {where})"
   render_rate = None
   for method in _DRR_METHODS.value:
     projector = from_config.projector(_config(bsz, dtype, method))
@@ -141,11 +156,11 @@ def _measure(bsz, dtype, bank, dev_bank, shards, nb):
       render_rate = render_rate or rate
       rows.append((projector.method, f"rendering DRRs + labels ({jax.default_backend()})",
                    rate))
-      full = pipeline.DeviceBatches(ds, bank=dev_bank, framing=framing,
+      full = pipeline.DeviceBatches(e2e_ds, bank=dev_bank, framing=framing,
                                     threshold=config.labels.threshold,
                                     augmentation=from_config.augmentation(config, True),
-                                    render=True, projector=projector)
-      rows.append((projector.method, "on the fly, end to end (+ augmentation)",
+                                    render=True, projector=projector, recipes=spec)
+      rows.append((projector.method, e2e,
                    _rate(lambda: jax.block_until_ready(next(full)), nb, bsz)))
     except Exception as e:  # pylint: disable=broad-except
       # A kernel that fails on this platform is reported in the table; the rest is measured.
