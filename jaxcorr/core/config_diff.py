@@ -14,11 +14,12 @@ resolved configs field by field (flattened, `a.b.c`) sorts each difference into:
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 
 from absl import logging
+
+from jaxcorr.core import files
 
 # Fields (or whole blocks, ending in '.') whose change keeps shapes and the data stream.
 HARMLESS = (
@@ -47,7 +48,21 @@ def flatten(tree, prefix: str = "") -> dict:
   return out
 
 
+# Fields whose zero means 'derive it when the run starts'; the earlier run wrote the value it
+# derived into its config.json (a fine-tuning run's image_size, from its pretraining run), and
+# derives it again from the fields compared here.
+DERIVED = ("image_size",)
+
+
+def _is_zero(value) -> bool:
+  if isinstance(value, (list, tuple)):
+    return len(value) > 0 and all(_is_zero(v) for v in value)
+  return value == 0 and not isinstance(value, bool)
+
+
 def _harmless(field: str, old, new) -> bool:
+  if field in DERIVED and _is_zero(new):
+    return True
   if field == "steps":
     return isinstance(old, int) and isinstance(new, int) and new >= old
   return any(field == h or (h.endswith(".") and field.startswith(h)) for h in HARMLESS)
@@ -68,7 +83,8 @@ def diff(old: dict, new: dict) -> tuple[list[str], list[str]]:
 
 def has_work(workdir: str) -> bool:
   """Whether `workdir` holds what a resumable job continues (`WORK`)."""
-  return any(glob.glob(os.path.join(workdir, pattern)) for pattern in WORK)
+  folder = files.path(workdir)
+  return folder.is_dir() and any(next(iter(folder.glob(pattern)), None) for pattern in WORK)
 
 
 def check_resume(config, workdir: str) -> None:
@@ -79,10 +95,9 @@ def check_resume(config, workdir: str) -> None:
   Nothing happens for a new or empty workdir.
   """
   path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path) or not has_work(workdir):
+  if not files.path(path).exists() or not has_work(workdir):
     return
-  with open(path) as f:
-    old = json.load(f)
+  old = json.loads(files.path(path).read_text())
   new = json.loads(config.to_json_best_effort())
   breaking, harmless = diff(old, new)
   if harmless:
