@@ -121,16 +121,3 @@ def test_device_recipe_batches_are_deterministic_and_count_the_rejected_draws():
       np.testing.assert_array_equal(a[k], b[k])
   assert isinstance(it.rejected, int) and 0 <= it.rejected <= 8 * (spec.max_tries - 1)
 
-
-def test_pretraining_with_recipes_drawn_on_the_device(tmp_path):
-  """The pretrain job with data.recipes='device' trains, evaluates and logs the rejected draws."""
-  import json  # pylint: disable=import-outside-toplevel
-  from pretrain_job_test import _tiny  # pylint: disable=import-outside-toplevel
-  from jaxcorr import jobs  # pylint: disable=import-outside-toplevel
-  jobs.run(_tiny(**{"data.recipes": "device", "steps": 2, "log_every": 1, "eval_every": 2,
-                    "drr.method": "dense"}), str(tmp_path))
-  rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-  train = [r for r in rows if "train/loss" in r]
-  assert [r["step"] for r in train] == [1, 2] and all(np.isfinite(r["train/loss"]) for r in train)
-  assert all(r["train/rejected_samples"] >= 0 for r in train)
-  assert any("eval/ap" in r for r in rows)

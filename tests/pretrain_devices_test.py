@@ -9,6 +9,8 @@ from conftest import REPO, run_on_cpu_devices
 
 
 def test_one_and_eight_devices_give_the_same_loss(tmp_path):
+  """Pretraining with recipes drawn on the device, on 1 and 8 devices: the same losses and the
+  same count of rejected view draws (the recipes depend on the samples' seeds alone)."""
   script = textwrap.dedent(f"""
       import json, sys
       sys.path.insert(0, {str(REPO / 'tests')!r}); sys.path.insert(0, {str(REPO)!r})
@@ -18,18 +20,21 @@ def test_one_and_eight_devices_give_the_same_loss(tmp_path):
       for n in (1, 8):
         # Stopped at step 2 of 3: the losses without compiling the evaluation; the dense
         # kernel compiles faster than the marcher (this test is about devices, not kernels).
+        # The views are drawn on the device (data.recipes='device'), from each sample's seed.
         jobs.run(_tiny(**{{"mesh.num_devices": n, "batch_size": 8, "eval.batch_size": 8,
                           "steps": 3, "stop_after_step": 2, "log_every": 1,
                           "eval_every": 100, "augment.geometric.enabled": False,
-                          "drr.method": "dense"}}),
+                          "drr.method": "dense", "data.recipes": "device"}}),
                  sys.argv[1] + f"/{{n}}")
-        out[n] = [json.loads(l)["train/loss"] for l in open(sys.argv[1] + f"/{{n}}/metrics.jsonl")
-                  if "train/loss" in l]
+        rows = [json.loads(l) for l in open(sys.argv[1] + f"/{{n}}/metrics.jsonl")]
+        out[n] = [r["train/loss"] for r in rows if "train/loss" in r]
+        out[f"rejected{{n}}"] = [r["train/rejected_samples"] for r in rows if "train/loss" in r]
       print(json.dumps(out))
   """)
   out = run_on_cpu_devices(script, tmp_path, timeout=600)
   assert len(out["1"]) == 2
   np.testing.assert_allclose(out["1"], out["8"], rtol=2e-4)
+  assert out["rejected1"] == out["rejected8"] and all(r >= 0 for r in out["rejected1"])
 
 
 def test_each_device_renders_its_own_shard_of_the_batch(tmp_path):
