@@ -3,7 +3,7 @@
 # calls jax.distributed.initialize() with a coordinator on localhost, sees its own devices
 # (CPU processes exchange collectives over gloo), reads its own slice of the data, and
 # process 0 writes the workdir's logs, metrics and pictures. A rehearsal of a multi-host run
-# (tests/multiprocess_test.py does the same), not a way to go faster on one machine.
+# (tests/multiprocess_*_test.py do the same), not a way to go faster on one machine.
 #   launch/local_processes.sh 2 configs/pretrain.py:tiny /tmp/pretrain_2p [--config.a.b=value ...]
 # Each process's log is WORKDIR.process<i>.log; the exit status is the first failure's.
 set -euo pipefail
