@@ -63,10 +63,14 @@ def run(config, workdir: str) -> dict:
   mesh = sharding.make_mesh(config.mesh.num_devices)
   task = classification.ClassificationTask(config, workdir, mesh)
   loop.train_and_evaluate(config, workdir, task, mesh)
+  # Every process must restore the same checkpoint (a restore is a collective): wait until all
+  # have finished training (process 0 finalises the last saves), then take process 0's choice.
+  sharding.gather_json(None)
   ckpt = checkpoint.Checkpoints(workdir, best_metric=config.ckpt.best_metric)
   try:
     use_best = ckpt.best.latest_step() is not None
     step = ckpt.best.best_step() if use_best else ckpt.latest.latest_step()
+    use_best, step = sharding.gather_json([use_best, step])[0]
     state, _ = ckpt.restore_raw(step, best=use_best)
   finally:
     ckpt.close()
