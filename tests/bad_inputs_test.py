@@ -117,17 +117,25 @@ def test_generate_skips_an_unreadable_ct_writes_the_rest_and_lists_why(tmp_path)
   assert _raised_in_jaxcorr(err)
 
 
-def test_pretraining_data_skip_an_unreadable_ct_and_train_on_the_rest(tmp_path):
-  """The pretraining task's banks skip the bad CT and the batches come from the rest (the job
-  writing skipped.json: the next test)."""
-  from jaxcorr.core import sharding  # pylint: disable=import-outside-toplevel
-  from jaxcorr.tasks import correspondence  # pylint: disable=import-outside-toplevel
+def _run_with_splits(tmp_path, *, train, validation, test=("c",)):
+  """A folder of CTs a, b, c and an unreadable 'bad' (`_ct_folder`), and a workdir whose
+  splits.json assigns them by name: (CT folder, workdir, {name: path})."""
   cts = _ct_folder(tmp_path / "cts")
   work = tmp_path / "run"
   work.mkdir()
   names = {n: str(cts / f"{n}.nii.gz") for n in ("a", "b", "c", "bad")}
   (work / "splits.json").write_text(json.dumps(
-      {"train": [names["a"], names["bad"]], "validation": [names["b"]], "test": [names["c"]]}))
+      {"train": [names[n] for n in train], "validation": [names[n] for n in validation],
+       "test": [names[n] for n in test]}))
+  return cts, work, names
+
+
+def test_pretraining_data_skip_an_unreadable_ct_and_train_on_the_rest(tmp_path):
+  """The pretraining task's banks skip the bad CT and the batches come from the rest (the job
+  writing skipped.json: the next test)."""
+  from jaxcorr.core import sharding  # pylint: disable=import-outside-toplevel
+  from jaxcorr.tasks import correspondence  # pylint: disable=import-outside-toplevel
+  cts, work, names = _run_with_splits(tmp_path, train=("a", "bad"), validation=("b",))
   config = _tiny_pretrain(cts, **{"ct.on_error": "skip"})
   task = correspondence.CorrespondenceTask(config, str(work), sharding.make_mesh(1))
   batch = next(task.train_batches())
@@ -137,12 +145,7 @@ def test_pretraining_data_skip_an_unreadable_ct_and_train_on_the_rest(tmp_path):
 
 
 def test_a_split_whose_only_ct_is_skipped_stops_before_training(tmp_path):
-  cts = _ct_folder(tmp_path / "cts")
-  work = tmp_path / "run"
-  work.mkdir()
-  names = {n: str(cts / f"{n}.nii.gz") for n in ("a", "b", "c", "bad")}
-  (work / "splits.json").write_text(json.dumps(
-      {"train": [names["a"], names["b"]], "validation": [names["bad"]], "test": [names["c"]]}))
+  cts, work, names = _run_with_splits(tmp_path, train=("a", "b"), validation=("bad",))
   with pytest.raises(ValueError, match=r"no volumes left for split 'validation': all 1 of its CTs "
                                        r"were skipped .*bad.nii.gz: .*cannot read NIfTI") as err:
     jobs.run(_tiny_pretrain(cts, **{"ct.on_error": "skip"}), str(work))

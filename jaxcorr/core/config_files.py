@@ -19,6 +19,8 @@ import importlib.util
 import os
 import textwrap
 
+from jaxcorr.core import config_diff
+
 
 def config_dir() -> str:
   """The folder of the `configs` package (the repository's, or the installed copy)."""
@@ -71,16 +73,7 @@ def fields(spec: str) -> str:
   module_spec = importlib.util.spec_from_file_location("_jaxcorr_config_fields", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
-  flat = _flatten(module.get_config(arg or None).to_dict())
+  flat = config_diff.flatten(module.get_config(arg or None).to_dict())
   return "\n".join([f"Fields of {spec} (override with --config.FIELD=VALUE):"]
                    + [f"  {k} = {v!r}" for k, v in flat.items()])
 
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
