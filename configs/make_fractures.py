@@ -79,7 +79,14 @@ def get_config(arg=None):
       render_batch=8,                        # samples rendered per device call
       views_dtype="float16",                 # float16 | uint16
       with_corr=True,                        # store the exact correspondence labels C
-      visibility=True,                       # render before/after to measure `change`
-      visible_threshold=0.05,                # `visible` = change >= this (normalised units)
+      # Visibility of positives (jaxcorr/data/fractures.py): before/after rendered, the
+      # difference counted at the model's input size in normalised units (view range = 1).
+      visibility=True,                       # render before/after: change, visible_px
+      visible_size=(0, 0),                   # the model's input size; (0, 0) = detector size
+      visible_noise=0.02,                    # a pixel counts above this (augmentation noise)
+      visible_min_px=4,                      # a view is `visible` with this many pixels
+      visible_in="any",                      # any | all: views that must show the fracture
+      invisible="keep",                      # keep | drop | redraw positives that do not
+      max_redraws=4,                         # redraw: new fractures tried before keeping
   ))
   return common.apply_preset(config, PRESETS, arg)

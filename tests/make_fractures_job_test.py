@@ -80,22 +80,25 @@ def test_shards_split_by_volume_with_balanced_labels(workdir):
       volumes |= {r["volume"] for r in recs}
       assert len({r["volume"] for r in recs}) == 1
     assert volumes == set(splits[split])  # no volume outside its split
-    assert manifest["labels"][split] == {"positive": 2 * len(volumes),
-                                         "negative": 2 * len(volumes)}
+    counts = manifest["labels"][split]
+    assert (counts["positive"], counts["negative"]) == (2 * len(volumes), 2 * len(volumes))
   assert sum(c["samples"] for c in manifest["counts"].values()) == 16
   assert manifest["skipped_volumes"] == [] and manifest["config"]["job"] == "make_fractures"
 
 
 def test_records_hold_views_labels_and_fracture_geometry(workdir):
   recs = _records(_shards(str(workdir), "train")[0])
-  threshold = _config().generate.visible_threshold
+  g = _config().generate
   for r in recs:
     assert r["views"].shape == (2, 64, 64) and r["views"].dtype == np.float32
     assert np.all(np.isfinite(r["views"])) and r["views"].max() > 1.0
     assert r["corr"].shape == (1, 16, 16) and 0 <= r["corr"].min() and r["corr"].max() <= 1
     assert r["corr"].max() > 0.1 and r["negative_kind"] in fracture.NEGATIVE_KINDS
     assert r["gantry"].shape == (2,) and r["translation"].shape == (3,)
-    np.testing.assert_array_equal(r["visible"], r["change"] >= threshold)
+    np.testing.assert_array_equal(r["visible"], r["visible_px"] >= g.visible_min_px)
+    # A pixel above the noise exists exactly when the largest change is above it.
+    np.testing.assert_array_equal(r["visible_px"] > 0, r["change"] >= g.visible_noise)
+    assert r["redraws"] == 0   # invisible='keep'
     if r["label"] == 1:
       assert r["gap_mm"] == pytest.approx(6.0)
       assert np.all((r["fracture_px"] > 0) & (r["fracture_px"] < 64))  # whole cube in view
@@ -105,7 +108,29 @@ def test_records_hold_views_labels_and_fracture_geometry(workdir):
         assert 4.0 - 1e-4 <= r["displacement_mm"] <= 8.0 + 1e-4 and r["angulation_deg"] >= 5.0
     else:
       assert r["gap_mm"] == r["displacement_mm"] == 0 and np.all(np.isnan(r["fracture_px"]))
-      assert not r["change"].any() and not r["visible"].any()
+      assert not r["change"].any() and not r["visible"].any() and not r["visible_px"].any()
+
+
+def test_manifest_counts_the_positives_that_show_their_fracture(workdir):
+  manifest = json.loads((workdir / "manifest.json").read_text())
+  for split in splits_lib.SPLITS:
+    positives = [r for shard in _shards(str(workdir), split) for r in _records(shard)
+                 if r["label"] == 1]
+    shown = sum(bool(r["visible"].any()) for r in positives)     # visible_in='any'
+    counts = manifest["labels"][split]
+    assert counts["positive"] == len(positives) and counts["visible"] == shown
+    assert counts["visible_fraction"] == pytest.approx(shown / len(positives))
+    assert counts["redraws"] == counts["dropped"] == 0
+
+
+def test_downsample_averages_blocks_as_the_classifier_input():
+  views = np.arange(2 * 4 * 6, dtype=np.float64).reshape(2, 4, 6)
+  np.testing.assert_array_equal(fractures.downsample(views, (0, 0)), views)
+  np.testing.assert_array_equal(fractures.downsample(views, (4, 6)), views)
+  small = fractures.downsample(views, (2, 3))
+  np.testing.assert_array_equal(small[0], [[3.5, 5.5, 7.5], [15.5, 17.5, 19.5]])
+  with pytest.raises(ValueError, match="4 x 6 cannot be brought to the model's 3 x 3"):
+    fractures.downsample(views, (3, 3))
 
 
 def test_resume_rewrites_only_the_missing_shard_identically(workdir):
@@ -154,7 +179,8 @@ def test_ct_folder_with_a_volume_without_long_bone(tmp_path):
   assert [os.path.basename(p) for p in manifest["skipped_volumes"]] == ["b_ball.nii.gz"]
   (skipped,) = manifest["skipped"]   # this run's, with the reason
   assert skipped["volume"].endswith("b_ball.nii.gz") and "no long bone" in skipped["reason"]
-  assert manifest["labels"]["train"] == {"positive": 1, "negative": 1}
+  assert manifest["labels"]["train"] == {"positive": 1, "negative": 1, "visible": 1,
+                                         "redraws": 0, "dropped": 0, "visible_fraction": 1.0}
   (shard,) = _shards(str(out), "train")  # the empty shard is left out
   recs = _records(shard)
   assert sorted(r["label"] for r in recs) == [0, 1]
@@ -165,3 +191,61 @@ def test_ct_folder_with_a_volume_without_long_bone(tmp_path):
     _shards(str(out), "test")
   with pytest.raises(ValueError, match="allowed: train, validation, test"):
     _shards(str(out), "valid")
+
+
+def _rod(tmp_path, **overrides):
+  """(path, config) of one rod CT (48^3, 2 mm voxels) with 1 fractured and 1 intact sample,
+  every fracture displaced and every negative changed (no C: faster)."""
+  path = tmp_path / "rod.nii.gz"
+  _nifti(path, "rod")
+  return str(path), _config(**{
+      "ct.path": str(path), "ct.size": 48, "views.detector_size": (48, 48),
+      "generate.with_corr": False, "generate.samples_per_volume": 2,
+      "generate.render_batch": 2, "data.splits": (1.0, 0.0, 0.0), "fracture.gap_mm": 4.0,
+      "fracture.p_displace": 1.0, "negative.p_change": 1.0, **overrides})
+
+
+def _volume(path, config):
+  recs = [fractures.decode(r) for r in fractures.volume_records(path, 0, config)[0]]
+  return {int(r["label"]): r for r in recs}
+
+
+def test_visible_pixels_zero_for_a_negative_positive_for_a_displaced_fracture(tmp_path):
+  path, config = _rod(tmp_path)
+  recs = _volume(path, config)
+  neg, pos = recs[0], recs[1]
+  assert neg["negative_kind"] != "none"    # a harmless change, but no fracture to see
+  np.testing.assert_array_equal(neg["visible_px"], [0, 0])
+  assert pos["displacement_mm"] >= 4.0 and pos["change"].max() > 0.05
+  assert pos["visible_px"].max() > config.generate.visible_min_px and pos["visible"].any()
+  # Counted at a model input of half the detector: the same record, at most 24 x 24 pixels.
+  config.generate.visible_size = (24, 24)
+  small = _volume(path, config)[1]
+  np.testing.assert_array_equal(small["views"], pos["views"])
+  assert 0 < small["visible_px"].max() <= 24 * 24 and small["redraws"] == 0
+
+
+def test_invisible_positives_are_dropped_or_redrawn(tmp_path):
+  # No view can have more changed pixels than it has: every positive is invisible.
+  path, config = _rod(tmp_path, **{"generate.visible_min_px": 48 * 48 + 1})
+  keep = _volume(path, config)
+  kept = keep[1]
+  assert not kept["visible"].any() and kept["redraws"] == 0
+  config.generate.invisible = "redraw"
+  config.generate.max_redraws = 1
+  redrawn = _volume(path, config)
+  assert redrawn[1]["redraws"] == 1   # tried once more, then kept
+  for key in ("gantry", "in_plane", "sid", "translation"):   # the same views
+    np.testing.assert_array_equal(redrawn[1][key], kept[key])
+  assert redrawn[1]["negative_kind"] == kept["negative_kind"]
+  assert not np.allclose(redrawn[1]["fracture_px"], kept["fracture_px"])   # a new fracture
+  np.testing.assert_array_equal(redrawn[0]["views"], keep[0]["views"])  # negatives untouched
+  config.generate.invisible = "drop"
+  out = tmp_path / "drop"
+  make_fractures.run(config, str(out))
+  counts = json.loads((out / "manifest.json").read_text())["labels"]["train"]
+  assert counts == {"positive": 0, "negative": 1, "visible": 0, "redraws": 0, "dropped": 1,
+                    "visible_fraction": 0.0}
+  with pytest.raises(ValueError, match="invisible='drop' needs the visibility count"):
+    make_fractures.run(_rod(tmp_path, **{"generate.invisible": "drop",
+                                         "generate.visibility": False})[1], str(out))

@@ -84,6 +84,16 @@ def num_records(path: str) -> int:
     reader.close()
 
 
+def read_shard(path: str) -> list[bytes]:
+  """Every record of one ArrayRecord shard, in order."""
+  from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
+  reader = array_record_module.ArrayRecordReader(path)
+  try:
+    return list(reader.read_all())
+  finally:
+    reader.close()
+
+
 def shard_paths(folder: str, split: str, job: str = "generate") -> list[str]:
   """The complete, non-empty shards of one split of a dataset folder (sorted).
 

@@ -39,6 +39,7 @@ import time
 from absl import logging
 
 from jaxcorr.core import files
+from jaxcorr.core.choices import check_choice
 from jaxcorr.ct import CTError
 from jaxcorr.data import fractures, from_config, records, splits as splits_lib
 
@@ -54,6 +55,15 @@ def _check(config) -> None:
     raise ValueError(f"config.data.split_mm={config.data.split_mm}: make_fractures renders whole "
                      "cubes; set it to 0")
   from_config.check_choice("ct.on_error", config.ct.on_error)
+  check_choice("config.generate.invisible", g.invisible, fractures.INVISIBLE)
+  check_choice("config.generate.visible_in", g.visible_in, fractures.VISIBLE_IN)
+  if g.invisible != "keep" and not g.visibility:
+    raise ValueError(f"config.generate.invisible={g.invisible!r} needs the visibility count: "
+                     "set generate.visibility=True (or invisible='keep')")
+  if g.max_redraws < 0 or g.visible_min_px < 1 or not 0 < g.visible_noise < 1:
+    raise ValueError(f"config.generate: max_redraws={g.max_redraws} must be >= 0, "
+                     f"visible_min_px={g.visible_min_px} >= 1 and visible_noise="
+                     f"{g.visible_noise} in (0, 1) (normalised units)")
 
 
 def run(config, workdir: str) -> None:
@@ -92,23 +102,39 @@ def run(config, workdir: str) -> None:
 
 
 def _add_label_counts(config, workdir, assignment, names) -> None:
-  """Adds positives/negatives per split (and skipped volumes) to manifest.json."""
+  """Adds per split the labels, the positives that show their fracture and the redraws and
+  drops (`split_counts`), and the volumes with an empty shard, to manifest.json."""
   path = os.path.join(workdir, "manifest.json")
   with open(path) as f:
     manifest = json.load(f)
   labels, skipped = {}, []
   for split in splits_lib.SPLITS:
-    pos = neg = 0
+    shards = []
     for name in assignment[split]:
-      index = names.index(name)
-      shard = os.path.join(workdir, split, f"{index:05d}.array_record")
-      count = records.num_records(shard) if os.path.exists(shard) else 0
-      if count == 0:
+      shard = os.path.join(workdir, split, f"{names.index(name):05d}.array_record")
+      if not os.path.exists(shard) or records.num_records(shard) == 0:
         skipped.append(name)
-        continue
-      y = fractures.volume_labels(config.seed, index, count)
-      pos, neg = pos + int(y.sum()), neg + int(len(y) - y.sum())
-    labels[split] = {"positive": pos, "negative": neg}
+      else:
+        shards.append(shard)
+    labels[split] = split_counts(config, shards)
   manifest.update(labels=labels, skipped_volumes=skipped)
   files.write_json(path, manifest)
   logging.info("labels: %s; skipped volumes: %s", labels, skipped)
+
+
+def split_counts(config, shards) -> dict:
+  """positive, negative, visible (positives showing their fracture, generate.visible_in),
+  visible_fraction (of the positives), redraws and dropped (positives left out: the volume's
+  samples_per_volume minus its records) over a split's shards, read from the records."""
+  out = dict(positive=0, negative=0, visible=0, redraws=0, dropped=0)
+  for shard in shards:
+    recs = [fractures.decode(r) for r in records.read_shard(shard)]
+    out["dropped"] += config.generate.samples_per_volume - len(recs)
+    for r in recs:
+      positive = bool(r["label"])
+      out["positive" if positive else "negative"] += 1
+      out["visible"] += positive and fractures.shows_fracture(r["visible"],
+                                                               config.generate.visible_in)
+      out["redraws"] += int(r["redraws"])
+  out["visible_fraction"] = out["visible"] / max(out["positive"], 1)
+  return out
