@@ -160,7 +160,15 @@ def views(n_views=2, detector=256):
       idd_range=(800.0, 1200.0),                # isocentre to detector, mm
       max_translation=50.0,                     # volume translation, +- mm per axis
       detector_size=(detector, detector),
-      fov_scale=1.0,       # 1 fits the whole cube at every angle; < 1 zooms in (crops)
+      fov_scale=1.0,       # 1 fits the whole cube (or the anatomy) at every angle; < 1 zooms in
+      # 'cube': each view's field of view fits the whole cube, centred | 'anatomy': it fits the
+      # projected box of the anatomy (HU >= framing_hu), as a collimated radiograph; see
+      # jaxcorr/data/anatomy_framing.py and docs/framing.md.
+      framing="cube",
+      framing_margin=0.1,        # anatomy: field of view = (1 + margin) x the box's projection
+      framing_zoom=(1.0, 1.3),   # ... times a zoom uniform in this range
+      framing_shift=0.04,        # ... centre moved by up to this fraction of the field of view
+      framing_hu=300.0,          # anatomy = voxels with HU >= this (300: bone; -500: the body)
       orbit="rtk",         # 'rtk' | 'patient', as geometry.orbit
       min_coverage=0.02,   # reject a sample whose view sees anatomy on fewer patches than this
       max_tries=10,        # redraws before the last draw is kept anyway

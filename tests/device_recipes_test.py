@@ -18,6 +18,15 @@ def _ks(a, b) -> float:
   return float(np.abs(fa - fb).max())
 
 
+def _same_columns(host, dev, name, bound=0.047):
+  """Every column of [DRAWS, ...] host and device draws: KS distance and mean."""
+  host, dev = host.reshape(len(host), -1), dev.reshape(len(dev), -1)
+  for column in range(host.shape[1]):
+    a, b = host[:, column], dev[:, column]
+    assert _ks(a, b) < bound, (name, column, _ks(a, b))
+    np.testing.assert_allclose(b.mean(), a.mean(), atol=5 * (a.std() + 1e-6) / np.sqrt(len(a)))
+
+
 @pytest.mark.parametrize("view_sampler", [sampler_lib.ViewSampler(n_views=3),
                                           sampler_lib.AuthorsSampler(n_views=3)],
                          ids=["jaxcorr", "authors"])
@@ -34,10 +43,7 @@ def test_the_jax_samplers_draw_the_numpy_samplers_distributions(view_sampler):
   # draws every column here is within 0.011, the distributions agree.)
   for k in sampler_lib.GEOMETRY_KEYS:
     assert dev[k].shape == host[k].shape and dev[k].dtype == np.float32, k
-    for column in range(host[k].shape[1]):
-      a, b = host[k][:, column], dev[k][:, column]
-      assert _ks(a, b) < 0.047, (k, column, _ks(a, b))
-      np.testing.assert_allclose(b.mean(), a.mean(), atol=5 * (a.std() + 1e-6) / np.sqrt(DRAWS))
+    _same_columns(host[k], dev[k], k)
   if isinstance(view_sampler, sampler_lib.AuthorsSampler):   # integer mm grids, as theirs
     u = extent / sampler_lib.AUTHORS_VOXELS
     np.testing.assert_allclose(dev["sid"] / u, np.round(dev["sid"] / u), atol=1e-3)
@@ -121,3 +127,25 @@ def test_device_recipe_batches_are_deterministic_and_count_the_rejected_draws():
       np.testing.assert_array_equal(a[k], b[k])
   assert isinstance(it.rejected, int) and 0 <= it.rejected <= 8 * (spec.max_tries - 1)
 
+
+
+@pytest.mark.parametrize("view_sampler", [sampler_lib.ViewSampler(), sampler_lib.AuthorsSampler()],
+                         ids=["jaxcorr", "authors"])
+def test_anatomy_framing_draws_the_same_distribution_on_the_host_and_the_device(view_sampler):
+  """`views.framing='anatomy'`: the host's `RecipeMaker.draw` and the device's `framed_draw`
+  share `anatomy_framing.frame`; their framed detector sizes and offsets agree in law."""
+  from jaxcorr.data import anatomy_framing  # pylint: disable=import-outside-toplevel
+  box = np.array([[-30.0, -20.0, -90.0], [40.0, 25.0, 110.0]], np.float32)
+  framing = samples.Framing(detector_size=(64, 64), anatomy=anatomy_framing.AnatomyFit())
+  maker = samples.RecipeMaker(view_sampler, [box], np.full(1, 300.0), framing, min_coverage=0.0,
+                              anatomy_box=box[None])
+  draws = 1000
+  rng = np.random.default_rng(1)
+  host = [maker.draw(0, rng) for _ in range(draws)]
+  keys = jax.random.split(jax.random.key(1), draws)
+  dev = jax.jit(jax.vmap(lambda k: device_recipes.framed_draw(k, view_sampler, 300.0, framing,
+                                                              box)))(keys)
+  # 2 views x 3 columns at 1,000 draws a side: 1.88 * sqrt(2 / 1000) = 0.084 (alpha 0.01 / 6).
+  for k in ("detector_mm", "detector_offset"):
+    assert np.all(np.stack([h["detector_mm"] for h in host]) > 0)
+    _same_columns(np.stack([h[k] for h in host]), np.asarray(dev[k]), k, bound=0.084)

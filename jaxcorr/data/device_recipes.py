@@ -6,7 +6,9 @@ the determinism and the checkpointable state. From the seed, per sample (key = f
 the augmentations use other folds of the same key):
 
   candidates  T = `max_tries` draws of the view parameters (`GEOMETRY_KEYS`) from
-              `draw_jaxcorr` or `draw_authors` (the NumPy samplers' distributions, `sampler.py`)
+              `draw_jaxcorr` or `draw_authors` (the NumPy samplers' distributions, `sampler.py`),
+              each framed on the volume's anatomy box with `views.framing='anatomy'`
+              (`framed_draw`: the host's `anatomy_framing.frame`, with JAX uniforms)
   coverage    [T, N]  fraction of each view's patches hit by the volume's anatomy points
               (`samples._coverage`, as on the host)
   kept        the first candidate whose every view covers >= `min_coverage`; the last one
@@ -27,9 +29,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcorr.data import sampler as sampler_lib, samples
+from jaxcorr.data import anatomy_framing, sampler as sampler_lib, samples
 
 RECIPES = ("auto", "host", "device")
+# The fold of a candidate's key that draws its framing jitter (`framed_draw`); the samplers
+# split the candidate's key itself.
+FRAMING_FOLD = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +78,8 @@ def draw_jaxcorr(key, s: sampler_lib.ViewSampler, extent_mm) -> dict:
   sdd = sid + jax.random.uniform(k_idd, (n,), minval=s.idd_range[0], maxval=s.idd_range[1])
   t = jax.random.uniform(k_t, (3,), minval=-s.max_translation, maxval=s.max_translation)
   return _params(gantry=jnp.mod(gantry, 360.0), out_of_plane=oop, in_plane=jnp.zeros(n),
-                 sid=sid, sdd=sdd, detector_mm=jnp.zeros(n), translation=t)
+                 sid=sid, sdd=sdd, detector_mm=jnp.zeros(n), detector_offset=jnp.zeros((n, 2)),
+                 translation=t)
 
 
 def draw_authors(key, s: sampler_lib.AuthorsSampler, extent_mm) -> dict:
@@ -96,6 +102,7 @@ def draw_authors(key, s: sampler_lib.AuthorsSampler, extent_mm) -> dict:
   return _params(gantry=jnp.full(n, 90.0), out_of_plane=a + 90.0, in_plane=90.0 - b,
                  sid=sid * u, sdd=(sid + idd) * u,
                  detector_mm=jnp.full(n, sampler_lib.AUTHORS_DETECTOR) * u,
+                 detector_offset=jnp.zeros((n, 2)),
                  translation=jnp.stack([t * u, 0.0 * u, 0.0 * u]))
 
 
@@ -106,10 +113,22 @@ def draw(key, view_sampler, extent_mm) -> dict:
   return draw_jaxcorr(key, view_sampler, extent_mm)
 
 
+def framed_draw(key, view_sampler, extent_mm, framing: samples.Framing, box=None) -> dict:
+  """`draw`, then framed on the anatomy `box` when `framing.anatomy` is set (the host's
+  `samples.RecipeMaker.draw`; the framing's uniforms from fold_in(key, FRAMING_FOLD))."""
+  params = draw(key, view_sampler, extent_mm)
+  if framing.anatomy is None:
+    return params
+  zoom_u, shift_u = anatomy_framing.uniforms_jax(jax.random.fold_in(key, FRAMING_FOLD),
+                                                 view_sampler.n_views)
+  return samples.frame(params, box, zoom_u, shift_u, framing)
+
+
 def recipe(key, points, count, extent, *, view_sampler, framing: samples.Framing,
-           min_coverage: float, max_tries: int) -> dict:
-  """The kept candidate of one sample (module docstring): `GEOMETRY_KEYS` and `rejected`."""
-  candidates = jax.vmap(lambda k: draw(k, view_sampler, extent))(
+           min_coverage: float, max_tries: int, box=None) -> dict:
+  """The kept candidate of one sample (module docstring): `GEOMETRY_KEYS` and `rejected`.
+  `box` [2, 3] is the volume's anatomy box (needed when `framing.anatomy` is set)."""
+  candidates = jax.vmap(lambda k: framed_draw(k, view_sampler, extent, framing, box))(
       jax.random.split(key, max_tries))
   if min_coverage <= 0:
     kept = 0
@@ -132,11 +151,13 @@ def for_batch(bank: dict, volume, seed, *, spec: Spec, framing: samples.Framing)
 def recipes(bank: dict, volume, seed, *, view_sampler, framing: samples.Framing,
             min_coverage: float, max_tries: int) -> dict:
   """The recipes of a batch (`samples.RECIPE_KEYS`) from volume indices [B] and seeds [B];
-  `bank` holds `extent` [V], `points` [V, A, 3] and `counts` [V] (`samples.bank_arrays`)."""
+  `bank` holds `extent` [V], `points` [V, A, 3] and `counts` [V] (`samples.bank_arrays`), and
+  `anatomy_box` [V, 2, 3] when `framing.anatomy` is set."""
   def one(v, s):
     key = jax.random.fold_in(jax.random.key(s), 3)
+    box = None if framing.anatomy is None else bank["anatomy_box"][v]
     return recipe(key, bank["points"][v], bank["counts"][v], bank["extent"][v],
                   view_sampler=view_sampler, framing=framing, min_coverage=min_coverage,
-                  max_tries=max_tries)
+                  max_tries=max_tries, box=box)
   out = jax.vmap(one)(volume, seed)
   return {**out, "volume": volume, "seed": seed}

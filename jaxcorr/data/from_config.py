@@ -16,8 +16,8 @@ from absl import logging
 
 from jaxcorr.core import choices
 from jaxcorr.ct import io, phantoms, preprocess, Volume
-from jaxcorr.data import (appearance, device_recipes, pipeline, radiometric, sampler, samples,
-                          volumes)
+from jaxcorr.data import (anatomy_framing, appearance, device_recipes, pipeline, radiometric,
+                          sampler, samples, volumes)
 from jaxcorr.projection import drr, geometry, labels
 
 # The closed sets of the config fields checked here (the key is the field under `config.`).
@@ -28,6 +28,7 @@ CHOICES = {
     "geometry.orbit": geometry.ORBITS,
     "views.orbit": geometry.ORBITS,
     "views.preset": tuple(sampler.PRESETS),
+    "views.framing": anatomy_framing.FRAMINGS,
     "ct.phantom": phantoms.KINDS + ("random",),
     "ct.on_error": io.ON_ERROR,
     "labels.pooling": labels.POOLINGS,
@@ -143,7 +144,8 @@ def bank_entries(name: str, config) -> list[dict]:
   label = functools.partial(intensity_volume, intensity_config=config.labels.intensity)
   return [volumes.make_entry(cube, image_intensity=image, label_intensity=label,
                              patch=config.labels.patch, pooling=config.labels.pooling,
-                             threshold=config.labels.threshold)
+                             threshold=config.labels.threshold,
+                             anatomy_hu=config.views.get("framing_hu", volumes.ANATOMY_HU))
           for cube in volumes.cube_chunks(vol, size=config.ct.size, split_mm=config.data.split_mm)]
 
 
@@ -198,10 +200,18 @@ def view_sampler(config) -> sampler.ViewSampler | sampler.AuthorsSampler:
 
 
 def framing(config) -> samples.Framing:
-  check_choice("views.orbit", config.views.orbit)
-  return samples.Framing(detector_size=tuple(int(s) for s in config.views.detector_size),
-                         patch=config.labels.patch, fov_scale=config.views.fov_scale,
-                         orbit=config.views.orbit)
+  """How `config.views` frames the views: the whole cube, or the anatomy (`views.framing`,
+  with `framing_margin`, `framing_zoom` and `framing_shift`; `anatomy_framing`)."""
+  v = config.views
+  check_choice("views.orbit", v.orbit)
+  fit = None
+  if check_choice("views.framing", v.get("framing", "cube")) == "anatomy":
+    fit = anatomy_framing.AnatomyFit(margin=float(v.framing_margin),
+                                     zoom=tuple(float(z) for z in v.framing_zoom),
+                                     shift=float(v.framing_shift))
+  return samples.Framing(detector_size=tuple(int(s) for s in v.detector_size),
+                         patch=config.labels.patch, fov_scale=v.fov_scale, orbit=v.orbit,
+                         anatomy=fit)
 
 
 def device_recipe_spec(config) -> device_recipes.Spec | None:
@@ -225,7 +235,7 @@ def _log_recipes(asked: str, where: str, platform: str) -> None:
 def recipe_maker(config, bank: volumes.VolumeBank) -> samples.RecipeMaker:
   return samples.RecipeMaker(view_sampler(config), bank.anatomy, bank.extent, framing(config),
                              min_coverage=config.views.min_coverage,
-                             max_tries=config.views.max_tries)
+                             max_tries=config.views.max_tries, anatomy_box=bank.anatomy_box)
 
 
 def augmentation(config, train: bool) -> pipeline.Augment:

@@ -6,6 +6,11 @@ parameters (`GEOMETRY_KEYS`, all float32) are
   sid, sdd [N]                        source to isocentre and to detector, mm
   detector_mm [N]                     the detector's side, mm; 0 = the spacing that fits the cube
                                       at that view's magnification (`fit_pixel_spacing`)
+  detector_offset [N, 2]              RTK's projection offset (px, py), mm: the detector's centre
+                                      sits at (px, py) in the rotating frame; 0 = centred on the
+                                      isocentre's ray (records written before it lack the key:
+                                      read as 0). The samplers draw 0; anatomy framing sets it
+                                      with `detector_mm` (`jaxcorr.data.anatomy_framing`)
   translation [3]                     volume translation, world mm (the patient does not move
                                       between the views of a sample)
 
@@ -88,7 +93,8 @@ class ViewSampler:
     sdd = sid + rng.uniform(*self.idd_range, n)
     t = rng.uniform(-self.max_translation, self.max_translation, 3)
     return _params(gantry=np.mod(gantry, 360.0), out_of_plane=oop, in_plane=np.zeros(n),
-                   sid=sid, sdd=sdd, detector_mm=np.zeros(n), translation=t)
+                   sid=sid, sdd=sdd, detector_mm=np.zeros(n), detector_offset=np.zeros((n, 2)),
+                   translation=t)
 
 
 # The authors' generator, in their voxels (see the module docstring).
@@ -125,13 +131,13 @@ class AuthorsSampler:
     u = float(extent_mm) / AUTHORS_VOXELS
     return _params(gantry=np.full(n, 90.0), out_of_plane=a + 90.0, in_plane=90.0 - b,
                    sid=sid * u, sdd=(sid + idd) * u, detector_mm=np.full(n, AUTHORS_DETECTOR * u),
-                   translation=np.array([t * u, 0.0, 0.0]))
+                   detector_offset=np.zeros((n, 2)), translation=np.array([t * u, 0.0, 0.0]))
 
 
 # `views.preset` -> its sampler class.
 PRESETS = {"jaxcorr": ViewSampler, "authors": AuthorsSampler}
 GEOMETRY_KEYS = ("gantry", "out_of_plane", "in_plane", "sid", "sdd", "detector_mm",
-                 "translation")
+                 "detector_offset", "translation")
 
 
 def _params(**arrays) -> dict[str, np.ndarray]:
@@ -144,9 +150,11 @@ def views_from_params(params, *, extent_mm: float, detector_size: tuple[int, int
 
   The pixel spacing of each view is `detector_mm` / max(H, W) where `detector_mm` > 0, else
   the spacing at which the volume's cube (edge `extent_mm`) fits the detector at that view's
-  magnification (`geometry.fit_pixel_spacing`); times `fov_scale` (below 1 zooms in). `orbit`
-  is 'rtk' (gantry about world +y) or 'patient' (about the long axis,
-  `geometry.LPS_FROM_IEC`). `in_plane` and `detector_mm` may be absent (0).
+  magnification (`geometry.fit_pixel_spacing`); times `fov_scale` (below 1 zooms in, about
+  the detector's centre). The detector's centre sits at RTK's projection offset
+  `detector_offset` ([N, 2] mm, rotating frame). `orbit` is 'rtk' (gantry about world +y) or
+  'patient' (about the long axis, `geometry.LPS_FROM_IEC`). `in_plane`, `detector_mm` and
+  `detector_offset` may be absent (0).
   """
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   h, w = detector_size
@@ -157,7 +165,8 @@ def views_from_params(params, *, extent_mm: float, detector_size: tuple[int, int
   views = geometry.circular_views(
       sid=sid, sdd=sdd, gantry_angles=params["gantry"],
       out_of_plane_angles=params["out_of_plane"],
-      in_plane_angles=params.get("in_plane", 0.0), detector_size=(h, w),
+      in_plane_angles=params.get("in_plane", 0.0),
+      projection_offset=params.get("detector_offset", 0.0), detector_size=(h, w),
       pixel_spacing=jnp.stack([spacing, spacing], -1))
   rotation = geometry.LPS_FROM_IEC if orbit == "patient" else None
   return geometry.transform_views(views, rotation, -params["translation"])

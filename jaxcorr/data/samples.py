@@ -5,7 +5,8 @@ A sample is made in two steps so that the expensive one can run on the accelerat
   recipe (host, NumPy, in Grain's `random_map` with its per-record rng)
       volume      int32 []      index into the `VolumeBank`
       gantry, out_of_plane, in_plane, sid, sdd, detector_mm   float32 [N]   view parameters
-                  (`sampler.GEOMETRY_KEYS`, drawn by the `views.preset` sampler)
+      detector_offset   float32 [N, 2]   (`sampler.GEOMETRY_KEYS`, drawn by the `views.preset`
+                  sampler, framed by `views.framing`)
       translation float32 [3]   volume translation, mm
       seed        uint32 []     seeds every later random choice (augmentations)
       rejected    int32 []      views drawn and rejected for seeing mostly air (logged)
@@ -13,9 +14,14 @@ A sample is made in two steps so that the expensive one can run on the accelerat
       views       float32 [B, N, H, W]   DRR line integrals
       corr        float32 [B, P, L, L]   correspondence labels, pairs in `labels.pair_indices`
 
+Framing: with `Framing.anatomy` set (`views.framing='anatomy'`), each drawn sample's
+`detector_mm` and `detector_offset` are then set to frame the volume's anatomy box
+(`anatomy_framing.frame`, after the sampler's draws, from the same rng); else the views frame
+the whole cube (the sampler's own `detector_mm`, no offset).
+
 Rejection: a view is kept when the anatomy (the coarse voxels above the label threshold)
-projects onto at least `min_coverage` of its patches; otherwise the whole sample is redrawn,
-at most `max_tries` times (the last draw is kept and counted).
+projects onto at least `min_coverage` of the patches of its (framed) view; otherwise the whole
+sample is redrawn, at most `max_tries` times (the last draw is kept and counted).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcorr.data import sampler as sampler_lib
+from jaxcorr.data import anatomy_framing, sampler as sampler_lib
 from jaxcorr.projection import drr, geometry, labels
 
 RECIPE_KEYS = ("volume",) + sampler_lib.GEOMETRY_KEYS + ("seed", "rejected")
@@ -35,12 +41,27 @@ RECIPE_KEYS = ("volume",) + sampler_lib.GEOMETRY_KEYS + ("seed", "rejected")
 
 @dataclasses.dataclass(frozen=True)
 class Framing:
-  """How a sample's views are framed; fields are `config.views` / `config.labels` keys."""
+  """How a sample's views are framed; fields are `config.views` / `config.labels` keys.
+
+  `anatomy`: None frames the whole cube (`views.framing='cube'`); an `AnatomyFit` frames each
+  view on the volume's anatomy box (`views.framing='anatomy'`, `anatomy_framing`).
+  """
 
   detector_size: tuple[int, int] = (256, 256)
   patch: int = 16
   fov_scale: float = 1.0
   orbit: str = "rtk"
+  anatomy: anatomy_framing.AnatomyFit | None = None
+
+
+def frame(params: dict, box, zoom_u, shift_u, framing: Framing) -> dict:
+  """`params` framed on the anatomy `box` as `framing.anatomy` says (`anatomy_framing.frame`)."""
+  return anatomy_framing.frame(params, box, zoom_u, shift_u,
+                               detector_size=tuple(framing.detector_size), orbit=framing.orbit,
+                               fit=framing.anatomy)
+
+
+_frame_jit = jax.jit(frame, static_argnames=("framing",))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,10 +122,15 @@ class RecipeMaker:
 
   def __init__(self, view_sampler: sampler_lib.ViewSampler | sampler_lib.AuthorsSampler,
                anatomy: list, extent: np.ndarray,
-               framing: Framing, *, min_coverage: float = 0.02, max_tries: int = 10):
+               framing: Framing, *, min_coverage: float = 0.02, max_tries: int = 10,
+               anatomy_box: np.ndarray | None = None):
+    if framing.anatomy is not None and anatomy_box is None:
+      raise ValueError("views.framing='anatomy' needs the volumes' anatomy boxes "
+                       "(VolumeBank.anatomy_box)")
     self.sampler = view_sampler
     self.framing = framing
     self.extent = np.asarray(extent, np.float32)
+    self.anatomy_box = None if anatomy_box is None else np.asarray(anatomy_box, np.float32)
     self.min_coverage = min_coverage
     self.max_tries = max(1, int(max_tries))
     self.points, self.counts = anatomy_arrays(anatomy)
@@ -115,10 +141,20 @@ class RecipeMaker:
       return np.asarray(_coverage(self.points[volume], self.counts[volume], params,
                                   self.extent[volume], self.framing))
 
+  def draw(self, volume: int, rng: np.random.Generator) -> dict:
+    """One sample's parameters from the sampler, framed (`views.framing`); no rejection."""
+    params = self.sampler.sample(rng, float(self.extent[volume]))
+    if self.framing.anatomy is None:
+      return params
+    zoom_u, shift_u = anatomy_framing.uniforms_numpy(rng, len(params["sid"]))
+    with jax.default_device(jax.local_devices(backend="cpu")[0]):
+      framed = _frame_jit(params, self.anatomy_box[volume], zoom_u, shift_u, self.framing)
+      return {k: np.asarray(v, np.float32) for k, v in framed.items()}
+
   def __call__(self, record, rng: np.random.Generator) -> dict:
     volume = int(record["volume"] if isinstance(record, dict) else record)
     for tries in range(self.max_tries):
-      params = self.sampler.sample(rng, float(self.extent[volume]))
+      params = self.draw(volume, rng)
       if self.min_coverage <= 0 or self.coverage(volume, params).min() >= self.min_coverage:
         break
     return {"volume": np.int32(volume), **params,
@@ -184,7 +220,8 @@ def bank_arrays(bank, dtype=jnp.float32) -> dict:
   """The bank's arrays as device arrays, ready for `render_batch`; images in `dtype`, padded
   once for the projector (`drr.pad`) rather than at every sample, with the box of each
   image's voxels that differ from its background (`drr.content_box`), found once too, and the
-  anatomy points (`anatomy_arrays`: `points`, `counts`) for recipes drawn on the device."""
+  anatomy points (`anatomy_arrays`: `points`, `counts`) and boxes (`anatomy_box` [V, 2, 3])
+  for recipes drawn on the device."""
   # Padded on the host into one preallocated array, then moved once: no second full copy.
   k, x, y, z = bank.images.shape
   p0 = drr.PAD[0]
@@ -197,4 +234,4 @@ def bank_arrays(bank, dtype=jnp.float32) -> dict:
   return {"images": images, "box": box, "weights": jnp.asarray(bank.weights),
           "origin": jnp.asarray(bank.origin), "spacing": jnp.asarray(bank.spacing),
           "extent": jnp.asarray(bank.extent), "points": jnp.asarray(points),
-          "counts": jnp.asarray(counts)}
+          "counts": jnp.asarray(counts), "anatomy_box": jnp.asarray(bank.anatomy_box)}

@@ -47,6 +47,11 @@ def pair(check, what: str, example: str):
   return ok, f"two {what}, e.g. {example}"
 
 
+def bounded(low: float, high: float):
+  """A number in [low, high)."""
+  return (lambda v: _is_num(v) and low <= v < high), f"a number in [{low:g}, {high:g})"
+
+
 def nonempty_numbers():
   def ok(v):
     return isinstance(v, (tuple, list)) and len(v) > 0 and all(_is_num(x) for x in v)
@@ -109,6 +114,10 @@ RULES = {
     "views.fov_scale": number(0, strict=True),
     "views.max_tries": integer(1),
     "views.min_coverage": number(0),
+    "views.framing_margin": number(0),
+    "views.framing_zoom": ordered_range(0),
+    "views.framing_shift": bounded(0, 0.5),
+    "views.framing_hu": bounded(-2000, 5000),
     "labels.patch": integer(1),
     "labels.threshold": number(0),
     "data.phantoms": integer(1),

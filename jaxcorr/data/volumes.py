@@ -11,6 +11,8 @@ For each CT (or z-chunk of a long one) the bank keeps what rendering needs and n
   extent    [K]           cube edge, mm (sets the detector's field of view).
   anatomy   list of [A_k, 3] world centres of coarse voxels above the label threshold, used on
                           the host to reject views that see mostly air.
+  anatomy_box [K, 2, 3]   (lo, hi) world box of the anatomy (HU >= `anatomy_hu`), mm, that
+                          `views.framing='anatomy'` frames (`anatomy_framing.anatomy_box`).
   names     list of str   provenance (file and chunk).
 
 The whole bank goes to the accelerator once; a sample only carries its volume's index.
@@ -23,7 +25,11 @@ import dataclasses
 import numpy as np
 
 from jaxcorr.ct import preprocess, Volume
+from jaxcorr.data import anatomy_framing
 from jaxcorr.projection import labels
+
+# `views.framing_hu`'s default: the anatomy that views are framed on is bone.
+ANATOMY_HU = 300.0
 
 
 def split_z(volume: Volume, max_length_mm: float, overlap_mm: float = 0.0) -> list[Volume]:
@@ -60,6 +66,7 @@ class VolumeBank:
   spacing: np.ndarray
   extent: np.ndarray
   anatomy: list
+  anatomy_box: np.ndarray
   names: list
 
   def __len__(self) -> int:
@@ -69,11 +76,12 @@ class VolumeBank:
     """The bank restricted to `indices` (e.g. one split)."""
     idx = list(indices)
     return VolumeBank(self.images[idx], self.weights[idx], self.origin[idx], self.spacing[idx],
-                      self.extent[idx], [self.anatomy[i] for i in idx], [self.names[i] for i in idx])
+                      self.extent[idx], [self.anatomy[i] for i in idx], self.anatomy_box[idx],
+                      [self.names[i] for i in idx])
 
 
 def make_entry(cube: Volume, *, image_intensity, label_intensity, patch: int, pooling: str,
-               threshold: float) -> dict:
+               threshold: float, anatomy_hu: float = ANATOMY_HU) -> dict:
   """One bank entry from an HU cube (`preprocess.to_cube`).
 
   Args:
@@ -81,6 +89,7 @@ def make_entry(cube: Volume, *, image_intensity, label_intensity, patch: int, po
     image_intensity: HU -> projected image quantity (e.g. partial(bone_sigmoid, x0=1500)).
     label_intensity: HU -> correspondence intensity (e.g. partial(bone_sigmoid, x0=850)).
     patch, pooling, threshold: the label settings (`jaxcorr.projection.labels`).
+    anatomy_hu: the HU from which voxels count for the anatomy box (`views.framing_hu`).
   """
   weights = np.asarray(labels.pool_weights(label_intensity(cube.data), patch, pooling))
   c_origin, c_spacing = (np.asarray(a) for a in labels.coarse_grid(cube.origin, cube.spacing,
@@ -89,7 +98,10 @@ def make_entry(cube: Volume, *, image_intensity, label_intensity, patch: int, po
   anatomy = (c_origin + idx * c_spacing).astype(np.float32)
   return {"images": np.asarray(image_intensity(cube.data), np.float32), "weights": weights,
           "origin": cube.origin.astype(np.float32), "spacing": cube.spacing.astype(np.float32),
-          "extent": np.float32(cube.extent.max()), "anatomy": anatomy, "names": cube.source}
+          "extent": np.float32(cube.extent.max()), "anatomy": anatomy,
+          "anatomy_box": anatomy_framing.anatomy_box(cube.data, cube.origin, cube.spacing,
+                                                     hu_min=anatomy_hu, patch=patch),
+          "names": cube.source}
 
 
 def stack(entries: list[dict]) -> VolumeBank:
@@ -97,7 +109,7 @@ def stack(entries: list[dict]) -> VolumeBank:
   if not entries:
     raise ValueError("no volumes: the bank is empty (check ct.path or data.phantoms)")
   arrays = {k: np.stack([e[k] for e in entries]) for k in ("images", "weights", "origin",
-                                                           "spacing", "extent")}
+                                                           "spacing", "extent", "anatomy_box")}
   return VolumeBank(**arrays, anatomy=[e["anatomy"] for e in entries],
                     names=[e["names"] for e in entries])
 
