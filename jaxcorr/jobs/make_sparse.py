@@ -34,7 +34,7 @@ import numpy as np
 from absl import logging
 
 from jaxcorr.core import files
-from jaxcorr.data import appearance, from_config, samples, splits as splits_lib, volumes
+from jaxcorr.data import appearance, from_config, sampler, samples, splits as splits_lib, volumes
 from jaxcorr.pictures import style, viz
 from jaxcorr.projection.labels import pair_indices
 from jaxcorr.xray import io as xray_io
@@ -162,11 +162,10 @@ def run(config, workdir: str) -> None:
 
 
 def _framing_spacing(recipe, bank, framing) -> float:
-  """Detector pixel spacing (mm) of view 0 of a recipe (its magnified field of view)."""
-  from jaxcorr.projection import geometry  # pylint: disable=import-outside-toplevel
-  h, w = framing.detector_size
-  sdd = float(recipe["sdd"][0])
-  sid = float(recipe["sid"][0])
-  spacing = geometry.fit_pixel_spacing(float(np.max(bank.extent[0])), sid=sid, sdd=sdd,
-                                       detector_size=(h, w))
-  return float(np.mean(spacing)) * framing.fov_scale
+  """Detector pixel spacing (mm) of view 0 of a recipe, as rendered: its `detector_mm` (the
+  authors' preset, anatomy framing) or the cube's fit, times `fov_scale`."""
+  views = sampler.views_from_params({k: recipe[k] for k in sampler.GEOMETRY_KEYS},
+                                    extent_mm=float(bank.extent[0]),
+                                    detector_size=tuple(framing.detector_size),
+                                    fov_scale=framing.fov_scale, orbit=framing.orbit)
+  return float(np.linalg.norm(np.asarray(views.det_u)[0]))
