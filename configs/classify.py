@@ -69,13 +69,17 @@ def get_config(arg=None):
   config.optim.weight_decay = 0.05
   config.optim.warmup_fraction = 0.1
   config.image_size = (256, 256)
+  # The fracture benchmark counts visible fracture pixels at the classifier's input size.
+  config.generate.visible_size = config.get_ref("image_size")
   config.studies = ml_collections.ConfigDict(dict(
       source="fractures",     # fractures | mura | csv
       path="",                # mura: the folder holding MURA-v1.1; csv: the study list
       body_parts=("XR_ELBOW", "XR_FOREARM", "XR_HAND", "XR_WRIST"),
   ))
   config.model = ml_collections.ConfigDict(dict(
+      backbone="vit",         # vit | resnet (the CNN baseline: fusion single or late)
       vit="vit_s16",
+      resnet="resnet_small",  # backbone='resnet': a jaxcorr.models.resnet.RESNETS variant
       fusion="early",         # single | late | early
       max_views=2,
       guidance="none",        # none | layer | head (alpha per layer, or per layer and head)

@@ -314,3 +314,47 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
   # bfloat16 keeps ~3 significant digits: the normalised class token agrees to a few 1e-2.
   np.testing.assert_allclose(aux["cls"], aux_a["cls"], atol=0.1)
   np.testing.assert_allclose(b, a, atol=0.05 * np.abs(a).max() + 0.1)
+
+
+def test_resnet_baseline_logits_attention_and_parameter_count():
+  """The CNN baseline: the ResNet's own parameters plus a C -> 1 head; the study logit is the
+  max over views of the head on the pooled features; attention is a softmax per view."""
+  from jaxcorr.models import resnet  # pylint: disable=import-outside-toplevel
+  fusion = "late"
+  model = _model(backbone="resnet", resnet="resnet_tiny", fusion=fusion)
+  views = jnp.asarray(np.random.default_rng(0).random((B, N, 32, 32, 1)), jnp.float32)
+  abstract = _abstract_init(model, views)
+  rng = np.random.default_rng(2)   # random weights, running mean 0 and variance 1 (no init run)
+  variables = {"params": jax.tree.map(lambda a: jnp.asarray(
+      0.1 * rng.standard_normal(a.shape), jnp.float32), abstract["params"]),
+               "batch_stats": jax.tree_util.tree_map_with_path(
+                   lambda path, a: jnp.full(a.shape, float(path[-1].key == "var")),
+                   abstract["batch_stats"])}
+  net = resnet.resnet("resnet_tiny")
+  alone = jax.eval_shape(functools.partial(net.init, train=False), jax.random.key(0),
+                         jnp.zeros((1, 32, 32, 3)))
+  count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+  assert count(variables["params"]) == count(alone["params"]) + net.out_channels + 1
+  assert sorted(variables) == ["batch_stats", "params"]
+  head = {"kernel": jnp.asarray(np.random.default_rng(1).standard_normal((128, 1)), jnp.float32),
+          "bias": jnp.full((1,), 0.1)}
+  variables = {**variables, "params": {**variables["params"], "head": head}}
+  logits, aux = _apply(model, variables, views)
+  n = 1 if fusion == "single" else N
+  assert logits.shape == (B,) and logits.dtype == jnp.float32
+  assert aux["attention"].shape == (B, n, 1, 2, 2)
+  np.testing.assert_allclose(np.asarray(aux["attention"]).sum(axis=(2, 3, 4)), 1.0, rtol=1e-5)
+  pooled = np.asarray(aux["cls"]).reshape(B, n, 128)
+  view_logits = pooled @ np.asarray(head["kernel"])[:, 0] + 0.1
+  np.testing.assert_allclose(logits, view_logits.max(axis=1), rtol=1e-4, atol=1e-5)
+  single = _model(backbone="resnet", resnet="resnet_tiny", fusion="single")
+  logits, aux = jax.eval_shape(functools.partial(single.apply, train=False), variables, views)
+  assert logits.shape == (B,) and aux["attention"].shape == (B, 1, 1, 2, 2)
+
+
+def test_resnet_baseline_refuses_early_fusion_and_guidance():
+  views = jnp.zeros((1, 2, 32, 32, 1))
+  with pytest.raises(ValueError, match="fusion .*'early'.* allowed: single, late"):
+    _abstract_init(_model(backbone="resnet", resnet="resnet_tiny", fusion="early"), views)
+  with pytest.raises(ValueError, match="backbone.*'cnn'"):
+    _abstract_init(_model(backbone="cnn"), views)

@@ -100,6 +100,29 @@ def test_sweep_writes_mean_and_std(fracture_data, tmp_path):
   assert float(rows["late"]["accuracy_mean"]) == pytest.approx(np.mean(accs), abs=1e-4)
 
 
+def test_the_resnet_baseline_trains_through_the_classify_job(fracture_data, tmp_path):
+  """The CNN (model.backbone='resnet', single view) through the one loop: its BatchNorm
+  statistics are the model state, trained, checkpointed and used for the test scores."""
+  config = _config(fracture_data, "single", **{"model.backbone": "resnet",
+                                               "model.resnet": "resnet_tiny",
+                                               "corr.source": "none"})
+  jobs.run(config, str(tmp_path))
+  test = json.loads((tmp_path / "test_metrics.json").read_text())["test"]
+  assert test["n"] > 0 and 0 <= test["accuracy"] <= 1
+  from jaxcorr.train import checkpoint  # pylint: disable=import-outside-toplevel
+  ckpt = checkpoint.Checkpoints(str(tmp_path), best_metric="auroc")
+  try:
+    state, _ = ckpt.restore_raw()
+  finally:
+    ckpt.close()
+  stats = state["model_state"]["batch_stats"]["backbone"]["bn1"]
+  assert not np.allclose(stats["mean"], 0.0)   # trained: running means moved off their init
+  with pytest.raises(ValueError, match="ResNet baseline .* trains from scratch"):
+    jobs.run(_config(fracture_data, "single", **{"model.backbone": "resnet",
+                                                 "init_timm": "vit.safetensors"}),
+             str(tmp_path / "refused"))
+
+
 def test_guidance_without_a_matrix_is_refused(fracture_data, tmp_path):
   config = _config(fracture_data, "early_guided", **{"corr.source": "none"})
   with pytest.raises(ValueError, match="needs a correspondence matrix"):

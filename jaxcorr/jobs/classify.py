@@ -77,11 +77,13 @@ def run(config, workdir: str) -> dict:
   logging.info("scoring the %s checkpoint, step %d of %s", "best" if use_best else "latest",
                step, workdir)
   params = jax.device_put(state["params"], sharding.replicated(mesh))
-  val_p, val_y, _ = task.predict_split(params, "validation")
+  model_state = jax.device_put(state.get("model_state") or {}, sharding.replicated(mesh))
+  val_p, val_y, _ = task.predict_split(params, "validation", model_state=model_state)
   threshold = cm.choose_threshold(val_p, val_y)
   results = {}
   for split in ("validation", "test"):
-    probs, labels, attention = task.predict_split(params, split, keep_attention=True)
+    probs, labels, attention = task.predict_split(params, split, keep_attention=True,
+                                                  model_state=model_state)
     results[split] = cm.binary_metrics(probs, labels, threshold)
     text = io_lib.StringIO()
     w = csv.writer(text)

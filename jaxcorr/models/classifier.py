@@ -8,9 +8,20 @@ between the L = (H / 16) (W / 16) patches of each view (row-major), e.g. predict
 pretrained `CorrespondenceModel`. Views are normalised as the correspondence model does for a
 ViT (grey replicated to 3 channels, Inception mean / std 0.5).
 
-Backbone. One ViT (`vit.VITS` variant `vit`) under the module name 'backbone', with exactly the
-parameters of `vit.ViT` (patch_embed, cls_token, pos_embed, blocks_i, norm), so a correspondence
-checkpoint's params['backbone'] or a timm ViT loads into it 1:1 (`transfer`).
+Backbone (`BACKBONES`, field `backbone`).
+  'vit'     one ViT (`vit.VITS` variant `vit`) under the module name 'backbone', with exactly the
+            parameters of `vit.ViT` (patch_embed, cls_token, pos_embed, blocks_i, norm), so a
+            correspondence checkpoint's params['backbone'] or a timm ViT loads into it 1:1
+            (`transfer`). Every fusion and guidance below.
+  'resnet'  the CNN baseline: the project's ResNet (`resnet.RESNETS` variant `resnet`, e.g.
+            'resnet_small', stride 16) under 'backbone', views normalised with ImageNet's
+            statistics, features [h, w, C] -> per-position logits by the Dense 'head'
+            (zero-initialised) -> their mean over positions = the view's logit (the head applied
+            to the globally average-pooled features, since it is linear). Fusion 'single' or
+            'late' (max over views, as below); no guidance. BatchNorm: apply with
+            mutable=['batch_stats'] when train=True. aux 'attention' is the class activation
+            map's softmax over each view's positions ([B, V, 1, h, w]; the head's bias cancels,
+            uniform at the zero init), 'cls' the pooled features.
 
 Fusion (`FUSIONS`).
   'single'  view 0 alone through the ViT; the other views are ignored.
@@ -57,15 +68,18 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from jaxcorr.core.choices import check_choice
-from jaxcorr.models import guidance as guidance_lib, vit as vit_lib
-from jaxcorr.models.correspondence import (INCEPTION_MEAN, INCEPTION_STD, check_views,
-                                           normalise_views)
+from jaxcorr.models import guidance as guidance_lib, resnet as resnet_lib, vit as vit_lib
+from jaxcorr.models.correspondence import (IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN,
+                                           INCEPTION_STD, check_views, normalise_views)
 
 Dtype = Any
+BACKBONES = ("vit", "resnet")
 FUSIONS = ("single", "late", "early")
+CNN_FUSIONS = ("single", "late")
 GUIDANCES = ("none", "layer", "head")
 
 
@@ -81,7 +95,9 @@ def guided_blocks(guided_layers: int, depth: int) -> list[int]:
 
 class FusionClassifier(nn.Module):
   """Study-level classifier over N views; see the module docstring."""
+  backbone: str = "vit"
   vit: str = "vit_s16"
+  resnet: str = "resnet_small"
   fusion: str = "early"
   max_views: int = 4
   guidance: str = "none"
@@ -98,7 +114,8 @@ class FusionClassifier(nn.Module):
     Args:
       views: [B, N, H, W, 1] float in [0, 1].
       corr: [B, P, L, L] view-pair correspondences; needed when guidance != 'none'.
-      train: keyword-only (the ViT has no dropout or batch statistics).
+      train: keyword-only (the ViT has no dropout or batch statistics; the ResNet normalises
+        with the batch's statistics and updates its running ones when True).
       view_mask: optional [B, N] bool, True for present views (default: all present).
 
     Returns:
@@ -107,11 +124,17 @@ class FusionClassifier(nn.Module):
     """
     check_choice("fusion", self.fusion, FUSIONS)
     check_choice("guidance", self.guidance, GUIDANCES)
-    check_choice("vit", self.vit, tuple(vit_lib.VITS))
+    check_choice("backbone", self.backbone, BACKBONES)
     b, n, height, width = check_views(views, self.max_views, self.in_channels)
     if self.guidance != "none" and self.fusion != "early":
       raise ValueError(f"guidance={self.guidance!r} biases attention between the views of one "
                        f"sequence and needs fusion='early', not {self.fusion!r}.")
+    mask = None if view_mask is None else jnp.asarray(view_mask, bool)
+    if mask is not None and mask.shape != (b, n):
+      raise ValueError(f"view_mask must be [B, N] = [{b}, {n}], got shape {mask.shape}.")
+    if self.backbone == "resnet":
+      return self._cnn(views, mask, train)
+    check_choice("vit", self.vit, tuple(vit_lib.VITS))
     backbone = vit_lib.vit(self.vit, dtype=self.dtype, name="backbone")
     if height % backbone.patch or width % backbone.patch:
       raise ValueError(f"image size {height} x {width} is not a multiple of the patch "
@@ -119,9 +142,6 @@ class FusionClassifier(nn.Module):
     x = normalise_views(views.reshape(b * n, height, width, 1).astype(jnp.float32),
                         INCEPTION_MEAN, INCEPTION_STD, self.in_channels)
     x = x.reshape(b, n, height, width, self.in_channels).astype(self.dtype)
-    mask = None if view_mask is None else jnp.asarray(view_mask, bool)
-    if mask is not None and mask.shape != (b, n):
-      raise ValueError(f"view_mask must be [B, N] = [{b}, {n}], got shape {mask.shape}.")
     grid = (height // backbone.patch, width // backbone.patch)
     head = nn.Dense(self.num_classes, dtype=jnp.float32, kernel_init=nn.initializers.zeros,
                     name="head")
@@ -133,15 +153,41 @@ class FusionClassifier(nn.Module):
     elif self.fusion == "late":
       _, aux = backbone(x.reshape(b * n, height, width, -1), train=train, return_attention=True)
       view_logits = head(aux["cls"]).reshape(b, n, self.num_classes)
-      if mask is not None:
-        view_logits = jnp.where(mask[..., None], view_logits, jnp.finfo(jnp.float32).min)
-      logits = jnp.max(view_logits, axis=1)
+      logits, view_logits = _max_over_views(view_logits, mask)
       aux = {"cls": aux["cls"].reshape(b, n, -1),
              "attention": _attention_grid(aux["attention"], b, n, grid, per_view=True),
              "view_logits": _squeeze(view_logits, self.num_classes)}
     else:
       logits, aux = self._early(backbone, head, x, corr, mask, grid, train)
     return _squeeze(logits.astype(jnp.float32), self.num_classes), aux
+
+  def _cnn(self, views, mask, train):
+    """The CNN baseline (module docstring): (logits, aux) for fusion 'single' or 'late'."""
+    check_choice("fusion (with backbone='resnet')", self.fusion, CNN_FUSIONS)
+    check_choice("resnet", self.resnet, tuple(resnet_lib.RESNETS))
+    if self.guidance != "none":
+      raise ValueError(f"guidance={self.guidance!r} needs backbone='vit' (attention to bias).")
+    backbone = resnet_lib.resnet(self.resnet, dtype=self.dtype, name="backbone")
+    b, _, height, width = views.shape[:4]
+    if height % backbone.stride or width % backbone.stride:
+      raise ValueError(f"image size {height} x {width} is not a multiple of the ResNet stride "
+                       f"{backbone.stride}.")
+    n = 1 if self.fusion == "single" else views.shape[1]
+    x = normalise_views(views[:, :n].reshape(b * n, height, width, 1).astype(jnp.float32),
+                        IMAGENET_MEAN, IMAGENET_STD, self.in_channels)
+    features, _ = backbone(x.astype(self.dtype), train=train)
+    features = features.astype(jnp.float32)                              # [B n, h, w, C]
+    cam = nn.Dense(self.num_classes, dtype=jnp.float32, kernel_init=nn.initializers.zeros,
+                   name="head")(features)                                # [B n, h, w, K]
+    view_logits = cam.mean(axis=(1, 2)).reshape(b, n, self.num_classes)
+    grid = cam.shape[1:3]
+    att = jax.nn.softmax(cam[..., -1].reshape(b * n, -1), axis=-1).reshape(b, n, 1, *grid)
+    aux = {"attention": att, "cls": features.mean(axis=(1, 2)).reshape(b, n, -1)}
+    if self.fusion == "single":
+      return _squeeze(view_logits[:, 0], self.num_classes), {**aux, "cls": aux["cls"][:, 0]}
+    logits, view_logits = _max_over_views(view_logits, mask)
+    return (_squeeze(logits, self.num_classes),
+            {**aux, "view_logits": _squeeze(view_logits, self.num_classes)})
 
   def _early(self, backbone, head, x, corr, mask, grid, train):
     b, n = x.shape[:2]
@@ -180,6 +226,13 @@ def _attention_grid(attention, b, n, grid, *, per_view):
   if per_view:
     return attention.reshape(b, n, heads, *grid)
   return attention.reshape(b, heads, n, *grid).transpose(0, 2, 1, 3, 4)
+
+
+def _max_over_views(view_logits, mask):
+  """(study logits [B, K], view logits [B, N, K] with absent views at the float32 minimum)."""
+  if mask is not None:
+    view_logits = jnp.where(mask[..., None], view_logits, jnp.finfo(jnp.float32).min)
+  return jnp.max(view_logits, axis=1), view_logits
 
 
 def _squeeze(logits, num_classes):

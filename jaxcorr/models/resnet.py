@@ -30,6 +30,7 @@ RESNETS = {
     "resnet50": dict(stage_sizes=(3, 4, 6), width=64),          # stage-3 cut: /16, 1024 ch
     "resnet50_full": dict(stage_sizes=(3, 4, 6, 3), width=64),  # all four stages: /32, 2048 ch
     "resnet_tiny": dict(stage_sizes=(1, 1, 1), width=8),        # CPU tests: /16, 128 ch
+    "resnet_small": dict(stage_sizes=(2, 2, 2), width=16),      # CPU baselines: /16, 256 ch
 }
 
 

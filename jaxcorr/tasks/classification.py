@@ -1,4 +1,5 @@
-"""Multi-view study classification (the paper's Table 3): a fusion ViT, BCE, AdamW.
+"""Multi-view study classification (the paper's Table 3): a fusion ViT (or the ResNet baseline,
+model.backbone='resnet', whose BatchNorm statistics are the model state), BCE, AdamW.
 
 Data (`config.studies.source`):
   'fractures'  the CT-derived fracture benchmark (`make_fractures` job's shards in
@@ -37,7 +38,7 @@ from jaxcorr.core import choices, files, sharding
 from jaxcorr.data import fractures, pipeline, radiometric, records, studies as studies_lib
 from jaxcorr.inference.predictor import Predictor
 from jaxcorr.metrics import classification as cm
-from jaxcorr.models import classifier, transfer, vit as vit_lib
+from jaxcorr.models import classifier, resnet as resnet_lib, transfer, vit as vit_lib
 from jaxcorr.pictures import classifier as classifier_figures
 from jaxcorr.tasks import base as task_lib
 from jaxcorr.xray import io as xray_io, letterbox
@@ -73,11 +74,18 @@ def apply_row(config, row: str):
   return out
 
 
-def _fracture_sample(record: bytes, with_corr: bool) -> dict:
+def _fracture_sample(record: bytes, with_corr: bool, image_size=(0, 0)) -> dict:
+  """A fracture record as a sample; views rendered larger than `image_size` are averaged down
+  to it (`fractures.downsample`, as the make_fractures visibility count does)."""
   r = fractures.decode(record)
+  views = np.asarray(r["views"], np.float32)
+  if with_corr and tuple(views.shape[-2:]) != tuple(image_size):
+    raise ValueError(f"fracture views of {views.shape[-2:]} for a {tuple(image_size)} model: "
+                     "the exact C is on the rendered patch grid; render at image_size "
+                     "(views.detector_size) or set corr.source='none'")
   corr = np.asarray(r["corr"], np.float32) if with_corr else np.zeros((1, 1, 1), np.float32)
-  return {"views": np.asarray(r["views"], np.float32), "label": np.float32(r["label"]),
-          "corr": corr}
+  return {"views": fractures.downsample(views, image_size).astype(np.float32),
+          "label": np.float32(r["label"]), "corr": corr}
 
 
 def corr_path(view_path: str) -> str:
@@ -145,7 +153,14 @@ class ClassificationTask(task_lib.Task):
     self._batch_sharding = sharding.batch_sharding(mesh)
     n, (h, w) = config.model.max_views, self.image_size
     self.n_views = n
-    self.patch = vit_lib.VITS[config.model.vit]["patch"]
+    if config.model.get("backbone", "vit") == "resnet":
+      choices.check_choice("config.model.resnet", config.model.resnet, resnet_lib.RESNETS)
+      if config.init_from or config.init_timm:
+        raise ValueError("config.init_from / init_timm load a ViT backbone; the ResNet baseline "
+                         "(model.backbone='resnet') trains from scratch: leave them empty")
+      self.patch = resnet_lib.resnet(config.model.resnet).stride
+    else:
+      self.patch = vit_lib.VITS[config.model.vit]["patch"]
     self.grid = (h // self.patch, w // self.patch)
 
   # Data ------------------------------------------------------------------------------------
@@ -158,7 +173,7 @@ class ClassificationTask(task_lib.Task):
     if c.studies.source == "fractures":
       data = grain.sources.ArrayRecordDataSource(
           records.shard_paths(c.data.shards, split, job="make_fractures"))
-      src = _Indexed(lambda i: _fracture_sample(data[i], with_corr), len(data))
+      src = _Indexed(lambda i: _fracture_sample(data[i], with_corr, self.image_size), len(data))
     else:
       studies = self._image_studies(split)
       cache = [_image_sample(s, self.image_size, self.patch, c.corr.source == "npy")
@@ -233,9 +248,15 @@ class ClassificationTask(task_lib.Task):
 
   # Model -----------------------------------------------------------------------------------
 
-  def _apply(self, params, batch):
+  def _apply(self, params, model_state, batch, train=False):
+    """(logits, aux), and the updated model state (BatchNorm statistics) when training."""
     corr = batch["corr"] if self.config.model.guidance != "none" else None
-    return self.model.apply({"params": params}, batch["views"], corr, train=False)
+    variables = {"params": params, **(model_state or {})}
+    if train and model_state:
+      (logits, aux), new_state = self.model.apply(variables, batch["views"], corr, train=True,
+                                                  mutable=list(model_state))
+      return (logits, aux), dict(new_state)
+    return self.model.apply(variables, batch["views"], corr, train=False), model_state
 
   def init_variables(self, rng, batch):
     corr = batch["corr"] if self.config.model.guidance != "none" else None
@@ -255,17 +276,18 @@ class ClassificationTask(task_lib.Task):
 
   def loss_fn(self, params, model_state, batch, rng, *, train=True):
     del rng
-    logits, _ = self._apply(params, batch)
+    (logits, _), model_state = self._apply(params, model_state, batch, train)
     loss = jnp.mean(optax.sigmoid_binary_cross_entropy(logits, batch["label"]))
     acc = jnp.mean((logits > 0) == (batch["label"] > 0.5))
     return loss, ({"accuracy": acc}, model_state)
 
   @functools.cached_property
   def _predict(self):
-    return jax.jit(lambda params, batch: self._apply(params, batch))
+    return jax.jit(lambda params, model_state, batch: self._apply(params, model_state, batch)[0])
 
-  def predict_split(self, params, split: str, *, keep_attention: bool = False):
-    """(probabilities [S], labels [S], attention or None) of every study of a split, in order."""
+  def predict_split(self, params, split: str, *, keep_attention: bool = False, model_state=None):
+    """(probabilities [S], labels [S], attention or None) of every study of a split, in order;
+    `model_state` holds the ResNet's BatchNorm statistics (none for the ViT)."""
     probs, labels, attention = [], [], []
     bs = self.config.eval.batch_size
     for host in self._dataset(split, train=False, batch_size=bs):
@@ -273,7 +295,7 @@ class ClassificationTask(task_lib.Task):
       if n < bs:   # pad the last batch to the compiled size
         host = {k: np.concatenate([v, np.repeat(v[:1], bs - n, 0)]) for k, v in host.items()}
       batch = self.finish(sharding.replicate(host, self.mesh), train=False)
-      logits, aux = self._predict(params, batch)
+      logits, aux = self._predict(params, model_state or {}, batch)
       probs.append(sharding.to_host(jax.nn.sigmoid(logits))[:n])
       labels.append(np.asarray(host["label"])[:n])
       if keep_attention:
@@ -282,7 +304,8 @@ class ClassificationTask(task_lib.Task):
             np.concatenate(attention) if keep_attention else None)
 
   def evaluate(self, params, model_state, split: str = "validation") -> dict:
-    probs, labels, attention = self.predict_split(params, split, keep_attention=True)
+    probs, labels, attention = self.predict_split(params, split, keep_attention=True,
+                                                  model_state=model_state)
     threshold = cm.choose_threshold(probs, labels)
     self._last_eval = (split, probs, labels, attention, threshold)
     return cm.binary_metrics(probs, labels, threshold)
