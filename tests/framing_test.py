@@ -193,3 +193,21 @@ def test_bad_framing_values_are_named():
   with pytest.raises(ValueError, match="anatomy boxes"):
     samples.RecipeMaker(sampler.ViewSampler(), [np.zeros((1, 3))], np.ones(1),
                         from_config.framing(_config()))
+
+
+def test_the_framing_benchmark_measures_both_framings_and_draws_them(tmp_path):
+  from jaxcorr.benchmarks import framing as bench  # pylint: disable=import-outside-toplevel
+  view = np.zeros((4, 8), np.float32)
+  view[1:3, 2:5] = 0.5
+  assert bench.coverage(view) == (3 / 8, 6 / 32)
+  table, images, params, extent = bench.measure("phantom:0", 2, 32)
+  for mask in ("bone", "body"):
+    assert table["cube"][mask].shape == table["anatomy"][mask].shape == (4, 2)
+    assert table["anatomy"][mask][:, 1].mean() > 1.5 * table["cube"][mask][:, 1].mean()
+  for key in ("gantry", "sid", "translation"):
+    np.testing.assert_array_equal(params["cube"][key], params["anatomy"][key])
+  assert images["cube"].shape == (2, 32, 32) and extent > 0
+  path = tmp_path / "framing.png"
+  from jaxcorr.pictures import style  # pylint: disable=import-outside-toplevel
+  style.save(str(path), bench.figure(images, params, table, extent, 32))
+  assert path.stat().st_size > 10_000
