@@ -149,6 +149,21 @@ def test_the_box_stays_inside_with_the_default_jitter(bank):
     assert np.all(np.asarray(lo) >= off - half) and np.all(np.asarray(hi) <= off + half)
 
 
+def test_device_recipes_frame_each_kept_candidate_on_its_volumes_box(bank):
+  from jaxcorr.data import device_recipes  # pylint: disable=import-outside-toplevel
+  config = _config(**{"views.framing_zoom": (1.0, 1.0), "views.framing_shift": 0.0})
+  rec = device_recipes.recipes(samples.bank_arrays(bank), np.zeros(3, np.int32),
+                               np.arange(3, dtype=np.uint32), view_sampler=sampler.ViewSampler(),
+                               framing=from_config.framing(config), min_coverage=0.02,
+                               max_tries=3)
+  for b in range(3):
+    params = {k: np.asarray(rec[k][b]) for k in sampler.GEOMETRY_KEYS}
+    lo, hi = (np.asarray(x) for x in anatomy_framing.detector_box(
+        params, bank.anatomy_box[0], detector_size=(64, 64)))
+    np.testing.assert_allclose((lo + hi) / 2, params["detector_offset"], atol=1e-3)
+    np.testing.assert_allclose((hi - lo).max(1) * 1.1, params["detector_mm"], rtol=1e-5)
+
+
 def test_a_zero_offset_renders_the_old_views_and_an_offset_shifts_them_by_whole_pixels():
   vol = np.zeros((24, 24, 24), np.float32)
   vol[6:18, 9:14, 4:20] = 1.0
