@@ -95,7 +95,8 @@ def _mask_extent(bank, config, recipe):
   """Fraction of the image's width and height spanned by the bone (HU >= 300) DRR: [N, 2]."""
   hu = preprocess.to_cube(from_config.hu_volume("phantom:0", config.ct), size=config.ct.size)
   h, w = config.views.detector_size
-  views = sampler.views_from_params(recipe, extent_mm=float(bank.extent[0]), detector_size=(h, w))
+  views = sampler.views_from_params(recipe, extent_mm=float(bank.extent[0]), detector_size=(h, w),
+                                    orbit=config.views.orbit)
   img = np.asarray(drr.project((hu.data >= 300).astype(np.float32), hu.origin, hu.spacing, views,
                                height=h, width=w, method="dense"))
   out = []
@@ -106,17 +107,21 @@ def _mask_extent(bank, config, recipe):
   return np.asarray(out)
 
 
-def test_framed_views_contain_the_anatomy_box_and_it_fills_them(bank):
-  config = _config(**{"views.framing_zoom": (1.0, 1.0), "views.framing_shift": 0.0})
+@pytest.mark.parametrize("orbit", ["rtk", "patient"])
+def test_framed_views_contain_the_anatomy_box_and_it_fills_them(bank, orbit):
+  config = _config(**{"views.framing_zoom": (1.0, 1.0), "views.framing_shift": 0.0,
+                      "views.orbit": orbit})
   h, w = config.views.detector_size
   corners = np.asarray(anatomy_framing.corners(bank.anatomy_box[0]))
   hom = np.concatenate([corners, np.ones((8, 1))], -1)
   maker = from_config.recipe_maker(config, bank)
-  cube = from_config.recipe_maker(_config("cube"), bank)
+  cube = from_config.recipe_maker(_config("cube", **{"views.orbit": orbit}), bank)
   fill, fill_cube = [], []
   for seed in range(4):
     recipe = maker({"volume": 0}, np.random.default_rng(seed))
-    mats = np.asarray(geometry.views_to_matrices(_independent_views(recipe, h, w)), np.float64)
+    views = (_independent_views(recipe, h, w) if orbit == "rtk" else sampler.views_from_params(
+        recipe, extent_mm=float(bank.extent[0]), detector_size=(h, w), orbit=orbit))
+    mats = np.asarray(geometry.views_to_matrices(views), np.float64)
     p = np.einsum("nij,aj->nai", mats, hom)
     px = p[..., :2] / p[..., 2:] + 0.5                    # pixel edges: 0 .. W
     lo, hi = px.min(1), px.max(1)
