@@ -4,8 +4,9 @@ Record fields (a flat dict):
   views        [N, H, W] float16 line integrals, or uint16 with `views_lo`/`views_hi` [N]
                float32 (per-view linear quantisation of [lo, hi] to 0..65535)
   corr         [P, L, L] float16 labels in [0, 1], pairs in `labels.pair_indices` order
-  gantry, out_of_plane, in_plane, sid, sdd, detector_mm [N], translation [3]   the geometry
-               (mm, degrees; `sampler.GEOMETRY_KEYS`)
+  gantry, out_of_plane, in_plane, sid, sdd, detector_mm [N], detector_offset [N, 2],
+  translation [3]   the geometry (mm, degrees; `sampler.GEOMETRY_KEYS`; records written before
+               detector_offset existed lack it: `views_from_params` reads 0)
   volume       str  provenance: the CT file (and z chunk) the sample was rendered from
   seed         uint32  the recipe's seed (augmentations at training time draw from Grain)
 
