@@ -123,6 +123,16 @@ def test_manifest_counts_the_positives_that_show_their_fracture(workdir):
     assert counts["redraws"] == counts["dropped"] == 0
 
 
+def test_contact_sheet_of_fractured_and_intact_studies(workdir):
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  sheet = Image.open(workdir / "samples.png")
+  # One row per test CT (1 here): 2 fractured + 2 intact views of >= 256 px, with captions.
+  assert sheet.width >= 4 * 256 and 256 < sheet.height < 3 * 256
+  pixels = np.asarray(sheet.convert("RGB")).reshape(-1, 3).astype(int)
+  red = (pixels[:, 0] > 200) & (pixels[:, 1] < 90) & (pixels[:, 2] < 90)
+  assert red.sum() > 100   # the rings around the fracture
+
+
 def test_downsample_averages_blocks_as_the_classifier_input():
   views = np.arange(2 * 4 * 6, dtype=np.float64).reshape(2, 4, 6)
   np.testing.assert_array_equal(fractures.downsample(views, (0, 0)), views)

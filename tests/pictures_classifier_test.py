@@ -34,3 +34,20 @@ def test_attention_figure_scale_and_layout():
   single = classifier.attention_figure(views, attention[:, :1], np.array([1, 0]),
                                        np.array([0.2, 0.9]), 0.5, size=64)
   assert single.width < fig.width   # view 1 has no attention panel
+
+
+def test_errors_are_named_and_known_findings_ringed():
+  assert classifier.verdict(1, 0) == "missed fracture"
+  assert classifier.verdict(0, 1) == "false fracture" and classifier.verdict(1, 1) == "correct"
+  views = np.zeros((1, 2, 16, 16), np.float32)
+  attention = np.full((1, 2, 4, 4), 1 / 32, np.float32)
+  points = np.array([[[8.0, 8.0], [np.nan, np.nan]]])
+  args = (views, attention, np.array([1]), np.array([0.2]), 0.5)
+  ringed = np.asarray(classifier.attention_figure(*args, points=points))
+  plain = np.asarray(classifier.attention_figure(*args))
+  assert ringed.shape == plain.shape and ringed.shape[0] >= 256   # panels of 256 px
+  red = lambda a: ((a[..., 0] == 255) & (a[..., 1] == 60) & (a[..., 2] == 60)).sum()
+  assert red(plain) == 0 and red(ringed) > 100
+  # The ring of view 1 is drawn on its plain and its attention panel, none on view 2.
+  half = ringed.shape[1] // 2
+  assert red(ringed[:, :half]) > 0 and red(ringed[:, half:]) == 0

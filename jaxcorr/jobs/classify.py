@@ -52,8 +52,10 @@ def _errors_figure(path, task, probs, labels, attention, threshold, count=4):
   ids = task.study_ids.get("test") or list(range(len(probs)))
   fig = classifier_figures.attention_figure(
       views, att, labels[wrong], probs[wrong], threshold, ids=[ids[i] for i in wrong],
+      points=task.fracture_points("test", wrong),
       caption=f"The {len(wrong)} most confident test errors (of {errors}): each view as the "
-              "model saw it, then under the class token's attention.")
+              "model saw it, then under the class token's attention (the CNN: its class "
+              "activation map); a fracture is ringed.")
   style.save(path, fig)
 
 

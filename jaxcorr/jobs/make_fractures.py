@@ -42,6 +42,7 @@ from jaxcorr.core import files
 from jaxcorr.core.choices import check_choice
 from jaxcorr.ct import CTError
 from jaxcorr.data import fractures, from_config, records, splits as splits_lib
+from jaxcorr.pictures import fractures as fracture_figures, style
 
 
 def _check(config) -> None:
@@ -99,6 +100,32 @@ def run(config, workdir: str) -> None:
   # The generate job's manifest (counts, code version, config), then the label counts.
   records.write_manifest(workdir, config, rejected, skipped)
   _add_label_counts(config, workdir, assignment, names)
+  _contact_sheet(workdir, assignment, names)
+
+
+def _contact_sheet(workdir, assignment, names, pairs: int = 4) -> None:
+  """samples.png: a fractured and an intact study of each of the first `pairs` CTs of the test
+  split (else validation, train), the fracture ringed (`pictures.fractures`)."""
+  rows = []
+  for split in ("test", "validation", "train"):
+    for name in assignment[split]:
+      shard = os.path.join(workdir, split, f"{names.index(name):05d}.array_record")
+      if len(rows) == pairs or not os.path.exists(shard):
+        continue
+      recs = [fractures.decode(r) for r in records.read_shard(shard)]
+      pick = {label: next((r for r in recs if r["label"] == label), None) for label in (0, 1)}
+      if pick[0] is None and pick[1] is None:
+        continue
+      for r in pick.values():
+        if r is not None:
+          r["volume"] = os.path.basename(str(r["volume"]))
+      rows.append({"fractured": pick[1], "intact": pick[0]})
+    if rows:
+      break
+  sheet = fracture_figures.fracture_sheet(
+      rows, caption=f"{workdir}: a fractured (fracture ringed) and an intact study per CT of "
+                    f"the {split} split; views min-max normalised as the classifier sees them.")
+  style.save(os.path.join(workdir, "samples.png"), sheet)
 
 
 def _add_label_counts(config, workdir, assignment, names) -> None:

@@ -1,7 +1,9 @@
 """Pictures of a fracture classifier's results (`jaxcorr.pictures.style` for the common parts).
 
-  attention_figure   one row per study: a caption naming the true and predicted class and
-                     p(fracture), then each view plain and under the class token's attention;
+  attention_figure   one row per study: a caption with the verdict first ('missed fracture',
+                     'false fracture', 'correct'), the true and predicted class and
+                     p(fracture), then each view plain and under the class token's attention
+                     (panels labelled, at least 256 px; a known finding ringed in both);
                      attention is shown as a multiple of uniform attention (its mean over the
                      study's patches is 1), one colour scale for the figure, 0 to a round
                      number above the largest value shown (`style.nice_ceil`)
@@ -25,22 +27,41 @@ def _grey(view: np.ndarray) -> np.ndarray:
   return np.repeat(u8[..., None], 3, -1)
 
 
-def _panels(views: np.ndarray, ratio: np.ndarray, top: float, size: int) -> list[Image.Image]:
+def _panels(views: np.ndarray, ratio: np.ndarray, top: float, size: int,
+            points=None) -> list[Image.Image]:
   """Per view: plain, then under its attention ratio [h, w] (None: the model saw no attention
-  for that view)."""
+  for that view); `points` [V, 2] (column, row in view pixels, NaN: none) are ringed."""
   out = []
   for v, view in enumerate(views):
     plain = style.upscale(_grey(view), size)
-    out.append(plain)
+    panels = [(plain, f"view {v + 1}")]
     if v < len(ratio):
       heat = np.asarray(Image.fromarray(np.clip(ratio[v] / top, 0, 1).astype(np.float32),
                                         mode="F").resize(plain.size, Image.NEAREST))
-      out.append(Image.fromarray(style.heat_overlay(np.asarray(plain), heat)))
+      panels.append((Image.fromarray(style.heat_overlay(np.asarray(plain), heat)),
+                     f"view {v + 1}: attention"))
+    for img, label in panels:
+      draw = ImageDraw.Draw(img)
+      point = None if points is None else np.asarray(points[v], np.float64)
+      if point is not None and np.all(np.isfinite(point)):
+        scale = img.width / np.asarray(view).shape[-1]
+        style.ring(draw, (point + 0.5) * scale, max(10, img.width // 14))
+      if img.width >= 4 * style.text_width(label, style.SMALL) // 3:
+        style.draw_text(draw, (style.GAP, style.GAP), label, size=style.SMALL)
+      out.append(img)
   return out
 
 
+def verdict(label: int, predicted: int, class_names=CLASS_NAMES) -> str:
+  """'correct', 'missed <class 1>' or 'false <class 1>'."""
+  if label == predicted:
+    return "correct"
+  return f"{'missed' if label else 'false'} {class_names[1]}"
+
+
 def attention_figure(views, attention, labels, probs, threshold: float, *, ids=None,
-                     caption: str = "", class_names=CLASS_NAMES, size: int = 192) -> Image.Image:
+                     caption: str = "", class_names=CLASS_NAMES, size: int = 256,
+                     points=None) -> Image.Image:
   """The figure described in the module docstring.
 
   Args:
@@ -53,6 +74,7 @@ def attention_figure(views, attention, labels, probs, threshold: float, *, ids=N
     caption: text above the figure.
     class_names: names of class 0 and class 1.
     size: px of the shorter side of every view panel.
+    points: optional [N, V, 2] (column, row) of a known finding per view (NaN: none), ringed.
   """
   views, attention = np.asarray(views, np.float32), np.asarray(attention, np.float32)
   ids = list(range(len(views))) if ids is None else list(ids)
@@ -60,10 +82,12 @@ def attention_figure(views, attention, labels, probs, threshold: float, *, ids=N
   top = style.nice_ceil(max(float(r.max()) for r in ratios)) if ratios else 1.0
   rows = []
   for n, (v, r) in enumerate(zip(views, ratios)):
-    truth, guess = class_names[int(labels[n] > 0.5)], class_names[int(probs[n] >= threshold)]
-    text = (f"study {ids[n]}: true {truth}, predicted {guess} "
-            f"(p({class_names[1]}) = {probs[n]:.3f}, threshold {threshold:.3f})")
-    rows.append(style.caption(style.beside(*_panels(v, r, top, size)), text))
+    y, guess = int(labels[n] > 0.5), int(probs[n] >= threshold)
+    text = [f"study {ids[n]}: {verdict(y, guess, class_names).upper()}",
+            f"true {class_names[y]}, predicted {class_names[guess]}: p({class_names[1]}) = "
+            f"{probs[n]:.3f}, threshold {threshold:.3f}"]
+    rows.append(style.caption(style.beside(*_panels(
+        v, r, top, size, None if points is None else points[n])), text))
   body = style.stack(*rows, gap=2 * style.GAP)
   bar = style.colour_bar(min(body.height, 2 * size), 0.0, top,
                          "attention\n(x uniform)", fmt="{:.3g}")

@@ -10,6 +10,7 @@
                         opacity growing with x, so 0 leaves the radiograph as it is
   colour_bar(...)       a vertical bar of that ramp with its range and a label
   beside / stack        images side by side / top to bottom on a dark background
+  ring(draw, xy, r)     a red circle on a black rim (seen on bone and on air) around a point
   scale_bar, orientation_labels   for radiographs: a bar of a round number of mm, and the
                         patient direction (L, R, A, P, S, I) of each image edge
   save(path, img)       an atomic write with a new file's normal permissions
@@ -182,6 +183,14 @@ def beside(*images, gap: int = GAP) -> Image.Image:
     out.paste(img, (x, 0))
     x += img.width + gap
   return out
+
+
+def ring(draw: ImageDraw.ImageDraw, xy, radius: float, colour=(255, 60, 60)) -> None:
+  """A circle of `radius` px around `xy`: `colour` 2 px on a 4 px black rim."""
+  x, y = xy
+  draw.ellipse([x - radius - 1, y - radius - 1, x + radius + 1, y + radius + 1],
+               outline=(0, 0, 0), width=4)
+  draw.ellipse([x - radius, y - radius, x + radius, y + radius], outline=colour, width=2)
 
 
 def stack(*images, gap: int = GAP) -> Image.Image:

@@ -327,6 +327,20 @@ class ClassificationTask(task_lib.Task):
       att = att[:, :1]
     return np.stack(views), att
 
+  def fracture_points(self, split: str, indices):
+    """[n, V, 2] (column, row) of the fracture point in each view of the studies `indices` at
+    the model's input size (NaN for intact studies), or None for image studies."""
+    if self.config.studies.source != "fractures":
+      return None
+    data = grain.sources.ArrayRecordDataSource(
+        records.shard_paths(self.config.data.shards, split, job="make_fractures"))
+    out = []
+    for i in indices:
+      r = fractures.decode(data[int(i)])
+      scale = np.asarray(self.image_size[::-1], np.float64) / r["views"].shape[:0:-1]
+      out.append((np.asarray(r["fracture_px"], np.float64) + 0.5) * scale - 0.5)
+    return np.stack(out)
+
   def eval_images(self, count: int = 2) -> dict:
     """The last evaluation's confusion matrix (at the threshold it chose) and the class-token
     attention over the first `count` studies (`jaxcorr.pictures.classifier`)."""
@@ -341,7 +355,8 @@ class ClassificationTask(task_lib.Task):
             labels, probs, threshold,
             caption=f"{split}: confusion matrix at threshold {threshold:.2f} (row percentages)")),
         "attention": np.asarray(classifier_figures.attention_figure(
-            views, att, labels[shown], probs[shown], threshold, ids=[ids[i] for i in shown]))}
+            views, att, labels[shown], probs[shown], threshold, ids=[ids[i] for i in shown],
+            points=self.fracture_points(split, shown)))}
 
 
 @functools.partial(jax.jit, static_argnames=("normalise", "augmentation", "corr_model"))
