@@ -40,6 +40,9 @@ def get_config(arg=None):
   config.eval = ml_collections.ConfigDict(dict(batches=16, batch_size=8, seed=4321))
   config.drr = common.drr()           # the kernels that render the held-out samples
   config.labels = ml_collections.ConfigDict(dict(method="sparse"))   # 'sparse' | 'dense'
+  # Devices the held-out batches are split over (0 = every device of every host); with
+  # distributed=True (or main --distributed) one process per host, as for training.
+  config.mesh = ml_collections.ConfigDict(dict(num_devices=0, distributed=False))
   # The CTs to score (a file, folder, .txt list or tuple); empty = each run's own test split.
   config.data = ml_collections.ConfigDict(dict(test_path=common.paths()))
 

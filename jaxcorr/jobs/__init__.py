@@ -30,7 +30,7 @@ RESUMABLE = ("pretrain", "finetune", "classify", "generate", "make_fractures", "
 
 # Jobs that run as one process per host (`main --distributed`, docs/scaling.md); the others
 # are small and run on one host.
-MULTI_HOST = ("pretrain", "finetune", "classify", "generate")
+MULTI_HOST = ("pretrain", "finetune", "classify", "generate", "evaluate")
 
 
 def run(config, workdir: str) -> None:

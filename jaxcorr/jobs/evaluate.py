@@ -10,6 +10,11 @@ named as the paper's Table 1 names it (`models.build.row_name`): MSE, precision 
 and the fraction of patch pairs whose true C > 0.2 (AP depends strongly on it). Writes
 `results.csv`, `results.json`, `results.md` (also printed), and `overlay_<run>_<n>.png` pictures
 of true vs predicted correspondences.
+
+On several processes (`main --distributed`) every process restores the checkpoint (a
+collective), the evaluation batches are global arrays over every device (`mesh.num_devices`,
+0 = all), each process rendering its share, and predictions and labels are gathered to every
+process before scoring: the scores equal one process's. Process 0 alone writes.
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ import json
 import os
 
 import ml_collections
-import numpy as np
 from absl import logging
 
 from jaxcorr.core import checkpoints, files, sharding
@@ -76,7 +80,8 @@ def _variables(run_dir: str, task, mesh, which: str):
   finally:
     ckpt.close()
   logging.info("loaded %s", loaded.describe())
-  return state["params"], state.get("model_state", {}) or {}
+  # Replicated over the mesh, so they meet global batches in one jitted call on N processes.
+  return sharding.replicate((state["params"], state.get("model_state", {}) or {}), mesh)
 
 
 def run(config, workdir: str) -> None:
@@ -86,7 +91,7 @@ def run(config, workdir: str) -> None:
     raise ValueError("config.runs is empty: give the workdirs of pretraining runs, e.g. "
                      "--config.runs=\"('/tmp/pretrain',)\"")
   checkpoints.parse_select(config.checkpoint, field="checkpoint")
-  mesh = sharding.make_mesh(1)
+  mesh = sharding.make_mesh(config.mesh.num_devices)
   entries = [(d, config.checkpoint) for d in runs]
   if config.untrained:
     entries.insert(0, (runs[0], "untrained"))
@@ -101,11 +106,12 @@ def run(config, workdir: str) -> None:
                            batch_size=config.eval.batch_size)
     for n in range(config.eval.batches):
       batch = next(batches)
-      pred = np.asarray(task.predict(params, model_state, batch["views"]))
-      true = np.asarray(batch["corr"])
+      pred = sharding.to_host(task.predict(params, model_state, batch["views"]))
+      true = sharding.to_host(batch["corr"])
       m.update(pred, true)
       if n == 0:
-        _overlays(workdir, len(rows), batch, pred, true, run_cfg.labels.patch, config.overlays)
+        views = sharding.to_host(batch["views"])[..., 0]
+        _overlays(workdir, len(rows), views, pred, true, run_cfg.labels.patch, config.overlays)
     skipped.extend(t for t in task.skipped if t not in skipped)
     result = m.result()
     rows.append({"run": os.path.basename(os.path.normpath(run_dir)), "model": name,
@@ -122,8 +128,9 @@ def _test_cts(run_cfg, run_dir: str) -> int | str:
   return len(splits_lib.load_or_assign(run_cfg, run_dir)["test"])
 
 
-def _overlays(workdir, index, batch, pred, true, patch, count) -> None:
-  views = np.asarray(batch["views"])[..., 0]
+def _overlays(workdir, index, views, pred, true, patch, count) -> None:
+  if not files.is_writer():
+    return
   for b in range(min(count, views.shape[0])):
     fig = viz.correspondence_figure(
         views[b, 0], views[b, 1], {"true C": true[b, 0], "predicted C": pred[b, 0]}, patch,
@@ -133,6 +140,8 @@ def _overlays(workdir, index, batch, pred, true, patch, count) -> None:
 
 
 def _write(workdir, rows) -> None:
+  if not files.is_writer():
+    return
   files.write_json(os.path.join(workdir, "results.json"), rows)
   with open(os.path.join(workdir, "results.csv"), "w", newline="") as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))

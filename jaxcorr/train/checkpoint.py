@@ -13,10 +13,17 @@ from __future__ import annotations
 import os
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from absl import logging
 
 from jaxcorr.core import files
+
+
+def _handlers() -> dict:
+  """The items of every checkpoint: the train state (arrays) and the data iterator's state."""
+  return {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
 
 
 class Checkpoints:
@@ -28,13 +35,13 @@ class Checkpoints:
     self.latest = ocp.CheckpointManager(
         os.path.join(files.absolute(workdir), "checkpoints"),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
-        item_names=("state", "data"))
+        item_handlers=_handlers())
     self.best = ocp.CheckpointManager(
         os.path.join(files.absolute(workdir), "best"),
         options=ocp.CheckpointManagerOptions(
             max_to_keep=keep_best, create=True, best_mode=best_mode,
             best_fn=lambda m: m[best_metric]),
-        item_names=("state", "data"))
+        item_handlers=_handlers())
 
   @staticmethod
   def _args(state, data_state):
@@ -63,14 +70,19 @@ class Checkpoints:
     """(state as nested dicts of arrays, data_state) of a step (default: latest / best).
 
     No abstract state is needed: this is how other jobs (evaluation, a classifier's
-    initialisation) read a checkpoint whose model they rebuild themselves.
+    initialisation) read a checkpoint whose model they rebuild themselves. The arrays come back
+    replicated over every device of every process, whatever devices and processes saved them
+    (a run trained on 8 GPUs is evaluated on one, or on 2 processes).
     """
     manager = self.best if best else self.latest
     step = step if step is not None else (manager.best_step() if best else manager.latest_step())
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {manager.directory}")
+    everywhere = NamedSharding(Mesh(np.asarray(jax.devices()), ("all",)), P())
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=everywhere),
+                          manager.item_metadata(step)["state"])
     restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(), data=ocp.args.JsonRestore()))
+        state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
     return restored.state, restored.data
 
   def wait(self) -> None:

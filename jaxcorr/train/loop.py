@@ -72,7 +72,8 @@ class _StopRequests:
   SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self):
-    self.signum = None
+    self.signum = None    # this process's request, set by the handler
+    self.agreed = None    # the request all processes agreed on after the last step (the loop's)
     self._previous = {}
 
   def __enter__(self):
@@ -156,10 +157,10 @@ def train_and_evaluate(config, workdir: str, task, mesh) -> dict:
   ckpt.wait()
   ckpt.close()
   writer.close()
-  if requests.signum is not None:
+  if requests.agreed is not None:
     logging.warning("stopped by %s after step %d; checkpoint saved in %s: run the same command "
-                    "to resume", signal.Signals(requests.signum).name, step, workdir)
-    raise Stopped(128 + requests.signum)
+                    "to resume", signal.Signals(requests.agreed).name, step, workdir)
+    raise Stopped(128 + requests.agreed)
   return last_eval
 
 
@@ -194,8 +195,10 @@ def _run_steps(config, task, step_fn, state, batches, root_key, ckpt, writer, ev
     ckpt_due = bool(ckpt_seconds) and now - saved_at >= ckpt_seconds
     # Several processes stop, evaluate and save at the same step (each save is a collective):
     # what one process's signal or clock says holds for all.
+    # The agreed signal goes to its own field: one that arrives while this process waits in the
+    # collective is kept in `signum` for the next step's agreement, never overwritten.
     signum, out_of_time, ckpt_due = sharding.agree([requests.signum or 0, out_of_time, ckpt_due])
-    requests.signum = int(signum) or None
+    requests.agreed = int(signum) or None
     if out_of_time:
       logging.info("time budget stop_after_seconds=%g spent after step %d (%.0f s): final "
                    "evaluation and checkpoint; the same command continues", budget, step,
@@ -209,9 +212,9 @@ def _run_steps(config, task, step_fn, state, batches, root_key, ckpt, writer, ev
                    ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
       ckpt.save(step, state, batches.get_state(), last_eval)
       saved_at = now
-    elif step % every.ckpt == 0 or step == stop or requests.signum is not None or ckpt_due:
+    elif step % every.ckpt == 0 or step == stop or requests.agreed is not None or ckpt_due:
       ckpt.save(step, state, batches.get_state())
       saved_at = now
-    if requests.signum is not None or out_of_time:
+    if requests.agreed is not None or out_of_time:
       break
   return step, last_eval
