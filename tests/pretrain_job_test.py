@@ -44,22 +44,6 @@ def test_pretrain_runs_writes_checkpoints_and_metrics_then_resumes(tmp_path, cap
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_offline_mode_trains_an_alternating_variant_from_generated_shards(tmp_path):
-  """Offline data; and, as every variant's forward pass and shapes are tested in
-  models_correspondence_test.py, here one alternating self/cross variant trains through the job."""
-  from configs import generate  # pylint: disable=import-outside-toplevel
-  gen = generate.get_config("tiny")
-  gen.update_from_flattened_dict({"data.phantoms": 3, "generate.samples_per_volume": 2,
-                                  "generate.render_batch": 2})
-  jobs.run(gen, str(tmp_path / "ds"))
-  config = _tiny(**{"data.mode": "offline", "data.shards": str(tmp_path / "ds"), "steps": 2,
-                    "model.attention": "loftr"})
-  jobs.run(config, str(tmp_path / "run"))
-  assert "2" in os.listdir(tmp_path / "run" / "checkpoints")
-  lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-  assert all(np.isfinite(l["train/loss"]) for l in lines if "train/loss" in l)
-
-
 def _final_params(workdir):
   from jaxcorr.train import checkpoint  # pylint: disable=import-outside-toplevel
   ck = checkpoint.Checkpoints(str(workdir))
