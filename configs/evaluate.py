@@ -37,6 +37,9 @@ def get_config(arg=None):
   config.checkpoint = "best"          # best | latest | a step number, e.g. "200"
   config.untrained = True             # add the untrained model as a baseline row
   config.overlays = 2                 # overlay pictures per run
+  # The held-out views' framing (views.framing: cube | anatomy); empty = each run's own. The
+  # positive fraction, and so AP, depend on it: compare runs on the same framing.
+  config.framing = ""
   config.eval = ml_collections.ConfigDict(dict(batches=16, batch_size=8, seed=4321))
   config.drr = common.drr()           # the kernels that render the held-out samples
   config.labels = ml_collections.ConfigDict(dict(method="sparse"))   # 'sparse' | 'dense'

@@ -66,3 +66,12 @@ def test_evaluate_on_a_ct_given_by_path(tiny_pretrain_run, tmp_path):
 def test_evaluate_needs_runs(tmp_path):
   with pytest.raises(ValueError, match="config.runs is empty"):
     jobs.run(evaluate.get_config("tiny"), str(tmp_path))
+
+
+def test_every_run_can_be_scored_on_views_of_one_framing(tiny_pretrain_run):
+  """`framing` overrides each run's views.framing (AP depends on it); empty keeps the run's."""
+  from jaxcorr.jobs import evaluate as evaluate_job  # pylint: disable=import-outside-toplevel
+  config = evaluate.get_config("tiny")
+  assert evaluate_job._run_config(str(tiny_pretrain_run), config).views.framing == "cube"
+  config.framing = "anatomy"
+  assert evaluate_job._run_config(str(tiny_pretrain_run), config).views.framing == "anatomy"

@@ -48,6 +48,8 @@ def _run_config(run_dir: str, config) -> ml_collections.ConfigDict:
   # The kernels are this machine's choice, not the run's (older runs have no drr block).
   run.drr = config.drr
   run.labels.method = config.labels.method
+  if config.get("framing"):   # score every run on the same views (AP depends on the framing)
+    run.views.framing = config.framing
   test_path = config.get("data", {}).get("test_path", "")
   if test_path:   # a new dict: a run's str field cannot take a tuple
     run.data = ml_collections.ConfigDict({**run.data.to_dict(), "test_path": test_path})
