@@ -1,23 +1,34 @@
-"""Workdirs on an object store: a `gs://` path reaches the storage layer as a URI (never a local
-folder named `gs:`). No network: `gs://` is served by a local fsspec file system registered for
-the test, the way gcsfs serves it in the cloud."""
+"""Workdirs, CTs and shards on an object store: a `gs://` path reaches the storage layer as a URI
+(never a local folder named `gs:`), CTs and shards are read from local copies in the cache. No
+network: `gs://` is served by a local fsspec file system registered for the test, the way gcsfs
+serves it in the cloud."""
 
 import json
 import os
+import sys
 
 import ml_collections
+import nibabel as nib
 import numpy as np
 import pytest
 from fsspec.implementations.local import LocalFileSystem
 
+from conftest import REPO
+from jaxcorr import jobs
 from jaxcorr.core import files
+from jaxcorr.ct import io
+from jaxcorr.data import pipeline, records, splits
 from jaxcorr.train import checkpoint, writers
+
+sys.path.insert(0, str(REPO))
+from configs import generate  # pylint: disable=wrong-import-position
 
 
 @pytest.fixture
 def bucket(tmp_path, monkeypatch):
-  """`gs://bucket/...` served from `tmp_path/bucket`; yields that local folder. The test runs in
-  another empty folder, to see that nothing named `gs:` appears there."""
+  """`gs://bucket/...` served from `tmp_path/store/bucket`; yields that local folder. The test runs
+  in another empty folder, to see that nothing named `gs:` appears there; the cache of local
+  copies is `tmp_path/cache`."""
   import fsspec  # pylint: disable=import-outside-toplevel
   from etils.epath import backend  # pylint: disable=import-outside-toplevel
   root = tmp_path / "store"
@@ -44,6 +55,7 @@ def bucket(tmp_path, monkeypatch):
   cwd = tmp_path / "cwd"
   cwd.mkdir()
   monkeypatch.chdir(cwd)
+  monkeypatch.setenv(files.CACHE_ENV, str(tmp_path / "cache"))
   yield root / "bucket"
   backend.fsspec_backend._get_filesystem.cache_clear()   # pylint: disable=protected-access
   assert os.listdir(cwd) == []     # no local folder named 'gs:'
@@ -96,3 +108,122 @@ def test_checkpoint_managers_are_given_the_uri(monkeypatch):
                       lambda directory, **kwargs: seen.append(directory))
   checkpoint.Checkpoints("gs://bucket/run")
   assert seen == ["gs://bucket/run/checkpoints", "gs://bucket/run/best"]
+
+
+@pytest.fixture
+def downloads(monkeypatch):
+  """The objects copied into the cache (`files._download` calls), in order."""
+  seen = []
+  real = files._download   # pylint: disable=protected-access
+
+  def spy(src, dst, stat):
+    seen.append(os.fspath(src))
+    real(src, dst, stat)
+  monkeypatch.setattr(files, "_download", spy)
+  return seen
+
+
+def _nifti(path, shift=0):
+  """A tiny CT (12^3, 3 mm voxels): air, a soft-tissue block, a bone cube."""
+  hu = np.full((12, 12, 12), -1000, np.int16)
+  hu[2:10, 2:10, 1:11] = 40
+  hu[5 + shift:8 + shift, 5:8, 5:8] = 1500
+  path.parent.mkdir(parents=True, exist_ok=True)
+  nib.save(nib.Nifti1Image(hu, np.diag([3.0, 3.0, 3.0, 1.0])), str(path))
+
+
+def test_cts_on_the_bucket_are_named_by_their_uris_and_read_from_the_cache(bucket, tmp_path,
+                                                                           downloads):
+  for i, name in enumerate("ab"):
+    _nifti(bucket / "cts" / f"{name}.nii.gz", shift=i)
+  (bucket / "cts" / "notes.md").write_text("not a CT")
+  (bucket / "lists").mkdir()
+  (bucket / "lists" / "cts.txt").write_text(
+      "# two CTs\ngs://bucket/cts/b.nii.gz\ngs://bucket/cts/a.nii.gz\n")
+  a, b = "gs://bucket/cts/a.nii.gz", "gs://bucket/cts/b.nii.gz"
+  assert splits.list_paths("gs://bucket/cts") == [a, b]
+  assert splits.list_paths(("gs://bucket/lists/cts.txt", a)) == [b, a]
+  assert downloads == []                          # listing copies nothing
+
+  local = io.load_ct(bucket / "cts" / "a.nii.gz")
+  volume = io.load_ct(a)
+  assert volume.source == a and downloads == [a]
+  np.testing.assert_array_equal(volume.data, local.data)
+  np.testing.assert_array_equal(volume.origin, local.origin)
+  np.testing.assert_array_equal(volume.spacing, local.spacing)
+  cached = files.cache_path(a)
+  assert cached == str(tmp_path / "cache" / "gs" / "bucket" / "cts" / "a.nii.gz")
+  np.testing.assert_array_equal(io.load_ct(a).data, local.data)
+  assert downloads == [a]                         # the second load reads the cached copy
+
+  whole = open(cached, "rb").read()               # a cut copy, with the object's mtime
+  open(cached, "wb").write(whole[:len(whole) // 2])
+  mtime = files.path(a).stat().mtime
+  os.utime(cached, (mtime, mtime))
+  np.testing.assert_array_equal(io.load_ct(a).data, local.data)
+  assert downloads == [a, a] and open(cached, "rb").read() == whole
+  assert [n for n in os.listdir(os.path.dirname(cached)) if n.startswith(".")] == []
+
+  assert files.local_copy(str(bucket / "cts" / "b.nii.gz")) == str(bucket / "cts" / "b.nii.gz")
+  with pytest.raises(io.CTError, match="gs://bucket/cts/c.nii.gz: no such file"):
+    io.load_ct("gs://bucket/cts/c.nii.gz")
+  (bucket / "cts" / "bad.nii.gz").write_bytes(whole[:200])
+  with pytest.raises(io.CTError, match="^gs://bucket/cts/bad.nii.gz: .*truncated"):
+    io.load_ct("gs://bucket/cts/bad.nii.gz")
+
+
+def test_a_dicom_series_folder_on_the_bucket_is_copied_whole(bucket, downloads):
+  from ct_io_test import _dicom_series   # pylint: disable=import-outside-toplevel
+  (bucket / "study").mkdir(parents=True)
+  hu = _dicom_series(bucket / "study" / "series")
+  assert splits.list_paths("gs://bucket/study") == ["gs://bucket/study/series"]
+  volume = io.load_ct("gs://bucket/study/series")
+  np.testing.assert_array_equal(volume.data, io.load_ct(bucket / "study" / "series").data)
+  assert volume.source == "gs://bucket/study/series" and len(downloads) == len(hu)
+  io.load_ct("gs://bucket/study/series/")
+  assert len(downloads) == len(hu)
+
+
+def test_a_missing_fsspec_backend_names_the_field_and_the_package(monkeypatch):
+  from etils.epath import backend  # pylint: disable=import-outside-toplevel
+  backend.fsspec_backend._get_filesystem.cache_clear()   # pylint: disable=protected-access
+  monkeypatch.setitem(sys.modules, "s3fs", None)         # not installed
+  with pytest.raises(ImportError, match=r"config.data.test_path='s3://b/cts'.*pip install s3fs"):
+    splits.list_paths("s3://b/cts", "data.test_path")
+  backend.fsspec_backend._get_filesystem.cache_clear()   # pylint: disable=protected-access
+
+
+def _tiny_generate():
+  """The dataset of inspect_tool_test.py (the same compiled programs)."""
+  config = generate.get_config("tiny")
+  config.data.phantoms = 3
+  config.generate.samples_per_volume = 2
+  config.generate.render_batch = 2
+  return config
+
+
+def test_generate_writes_its_shards_to_the_bucket_and_training_reads_them_back(bucket, tmp_path,
+                                                                               downloads):
+  jobs.run(_tiny_generate(), "gs://bucket/ds")
+  manifest = json.loads((bucket / "ds" / "manifest.json").read_text())
+  assert sum(c["samples"] for c in manifest["counts"].values()) == 3 * 2
+  assert json.loads((bucket / "ds" / "splits.json").read_text())["train"]
+  stored = sorted((bucket / "ds").glob("*/*.array_record"))
+  assert len(stored) == 3 and not list((bucket / "ds").glob("*/*.partial"))
+  assert downloads == []           # the written shards are the cached copies already
+
+  train = sorted((bucket / "ds" / "train").glob("*.array_record"))
+  paths = records.shard_paths("gs://bucket/ds", "train")
+  assert paths == [files.cache_path(f"gs://bucket/ds/train/{p.name}") for p in train]
+  assert [records.read_shard(p) for p in paths] == [records.read_shard(str(p)) for p in train]
+  os.remove(paths[0])              # another host: copied from the bucket
+  assert records.shard_paths("gs://bucket/ds", "train") == paths and len(downloads) == 1
+  batch = next(iter(pipeline.make_dataset(mode="offline", seed=0, batch_size=2, shards=paths,
+                                          threads=1)))
+  first = [records.decode(r) for p in paths for r in records.read_shard(p)]
+  assert any(np.allclose(batch["views"][0], r["views"]) for r in first)
+
+  victim, before = stored[0], {p: p.stat().st_mtime_ns for p in stored[1:]}
+  victim.unlink()                  # a killed run: only the missing shard is made again
+  jobs.run(_tiny_generate(), "gs://bucket/ds")
+  assert victim.exists() and {p: p.stat().st_mtime_ns for p in stored[1:]} == before

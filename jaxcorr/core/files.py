@@ -7,6 +7,12 @@ an `etils.epath.Path`, whose backend for a URI is fsspec, so a local path stays 
 name and renamed; an object store makes an object visible only when its upload completes, so
 there the object is written in one piece.
 
+Reading from an object store. Libraries that open local files only (nibabel, pydicom,
+ArrayRecord) get `local_copy(uri)`: the file (or a folder, whole) copied once into a cache,
+`$JAXCORR_CACHE` or `~/.cache/jaxcorr`, at `<cache>/<scheme>/<bucket>/<key>` (`cache_path`);
+a copy is written under a temporary name and renamed, so a half-copied file is never taken, and
+re-used while its size and modification time are the object's. A local path is returned as it is.
+
 One writer. With several processes (`jax.distributed`) the workdir's outputs are written by
 process 0 only: the write functions here do nothing on the others (their results are the same
 by construction) unless `every_process=True`, for files that each process owns (its own shards).
@@ -17,12 +23,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 
 import numpy as np
 from etils import epath
 
 URI_SCHEMES = ("gs://", "s3://", "az://", "hf://")
+# The fsspec package that serves each scheme (what to install when it is missing).
+BACKENDS = {"gs://": "gcsfs", "s3://": "s3fs", "az://": "adlfs", "hf://": "huggingface_hub"}
+CACHE_ENV = "JAXCORR_CACHE"
 
 
 def is_uri(p) -> bool:
@@ -39,6 +49,91 @@ def path(p) -> epath.Path:
 def absolute(p) -> str:
   """`p` as an absolute path string (URIs unchanged), e.g. for orbax."""
   return os.fspath(path(p))
+
+
+@contextlib.contextmanager
+def storage_errors(p, what: str = "path"):
+  """Turns a missing fsspec backend for the URI `p` (an ImportError) into one that names
+  `what` (e.g. the config field), `p` and the package to install."""
+  try:
+    yield
+  except ImportError as e:
+    if not is_uri(p):
+      raise
+    scheme = os.fspath(p).split("://")[0] + "://"
+    raise ImportError(f"{what}={os.fspath(p)!r}: reading {scheme} paths needs fsspec's backend "
+                      f"for it: pip install {BACKENDS[scheme]} ({e})") from e
+
+
+def cache_path(uri) -> str:
+  """Where `local_copy` keeps `uri`: `<cache>/<scheme>/<bucket>/<key>`, the cache being
+  `$JAXCORR_CACHE` or `~/.cache/jaxcorr`."""
+  scheme, rest = os.fspath(uri).split("://", 1)
+  root = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "jaxcorr")
+  return os.path.join(root, scheme, *[k for k in rest.split("/") if k not in ("", ".", "..")])
+
+
+def local_copy(p, what: str = "path") -> str:
+  """A local path with the content of `p`: `p` itself when it is local; a URI's file, or its
+  folder whole (e.g. a DICOM series), copied into the cache (module docstring) unless the cached
+  copy has the object's size and modification time.
+
+  Args:
+    p: a local path or a URI.
+    what: what `p` is (e.g. 'ct.path'), for the errors.
+
+  Raises:
+    FileNotFoundError: no such object. ImportError: no fsspec backend for the scheme.
+  """
+  if not is_uri(p):
+    return os.fspath(p)
+  src, dst = path(p), cache_path(p)
+  with storage_errors(p, what):
+    if src.is_dir():
+      os.makedirs(dst, exist_ok=True)
+      for child in src.iterdir():
+        local_copy(os.path.join(os.fspath(p), child.name), what)
+      return dst
+    try:
+      stat = src.stat()
+    except FileNotFoundError as e:
+      raise FileNotFoundError(f"{what}={os.fspath(p)!r}: no such file or folder on the object "
+                              "store; check the path") from e
+  if not (os.path.isfile(dst) and os.path.getsize(dst) == stat.length
+          and (not stat.mtime or int(os.path.getmtime(dst)) == stat.mtime)):
+    _download(src, dst, stat)
+  return dst
+
+
+def _download(src: epath.Path, dst: str, stat) -> None:
+  """Copies the object `src` to the local `dst` under a temporary name, renamed when whole."""
+  os.makedirs(os.path.dirname(dst), exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(dst), prefix=f".{os.path.basename(dst)}.")
+  try:
+    with os.fdopen(fd, "wb") as out, src.open("rb") as f:
+      shutil.copyfileobj(f, out, 1 << 24)
+    if os.path.getsize(tmp) != stat.length:
+      raise OSError(f"{src}: copied {os.path.getsize(tmp):,} of {stat.length:,} bytes (the object "
+                    "changed while it was read?); run again")
+    if stat.mtime:
+      os.utime(tmp, (stat.mtime, stat.mtime))
+    os.replace(tmp, dst)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def upload_cached(local: str, uri: str) -> None:
+  """Uploads the local file `local` to `uri` in one piece, then makes it the cached copy of
+  `uri` (moved to `cache_path(uri)`), so readers on this host do not download it again."""
+  with open(local, "rb") as f:
+    path(uri).write_bytes(f.read())
+  mtime = path(uri).stat().mtime
+  if mtime:
+    os.utime(local, (mtime, mtime))
+  dst = cache_path(uri)
+  os.makedirs(os.path.dirname(dst), exist_ok=True)
+  os.replace(local, dst)
 
 
 def is_writer() -> bool:

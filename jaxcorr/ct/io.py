@@ -14,6 +14,10 @@ or a singleton axis, several volumes in one file, NaN/inf, an all-air scan, valu
 HU (no air below -900 or nothing above +300: an MR or a label mask), a truncated file, a NIfTI
 header that declares more data than the file holds (checked before any allocation), and more
 voxels than `ct.max_voxels`.
+
+A path may be a URI (`gs://bucket/cts/a.nii.gz`, a folder of CTs or a DICOM series folder on an
+object store): folders are listed through `etils.epath`, and a CT is read from its local copy
+(`files.local_copy`, copied once into the cache), keeping the URI as its name and in its errors.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from absl import logging
 import nibabel as nib
 import numpy as np
 
+from jaxcorr.core import files
 from jaxcorr.ct.volume import CTError, Volume
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -81,6 +86,8 @@ def load_ct(path, *, max_voxels=None, hu_window=(-1000.0, 3000.0)) -> Volume:
   Raises:
     CTError: the path is missing, unreadable, or not a usable 3D CT.
   """
+  if files.is_uri(path):
+    return _load_copy(os.fspath(path).rstrip("/"), max_voxels, hu_window)
   path = pathlib.Path(path)
   source = str(path)
   if not path.exists():
@@ -97,6 +104,24 @@ def load_ct(path, *, max_voxels=None, hu_window=(-1000.0, 3000.0)) -> Volume:
   if hu_window is not None:
     volume = volume.replace(data=clean_hu(volume.data, window=hu_window))
   return volume
+
+
+def _load_copy(uri: str, max_voxels, hu_window) -> Volume:
+  """`load_ct` of a URI, read from its local copy; the Volume and the errors name the URI."""
+  try:
+    local = files.local_copy(uri, "ct.path")
+  except FileNotFoundError as e:
+    raise CTError(f"{uri}: no such file or folder; check `ct.path`.") from e
+  try:
+    volume = load_ct(local, max_voxels=max_voxels, hu_window=hu_window)
+  except CTError as e:
+    raise CTError(str(e).replace(local, uri)) from e
+  return volume.replace(source=uri)
+
+
+def as_path(p):
+  """`p` as a path object: an `epath.Path` for a URI, a `pathlib.Path` for a local path."""
+  return files.path(p) if files.is_uri(p) else pathlib.Path(p)
 
 
 def iter_ct_folder(folder_or_list, *, on_error="raise", max_voxels=None,
@@ -145,9 +170,10 @@ def _iter_cts(paths, on_error, max_voxels, hu_window, skipped):
 
 
 def list_cts(folder_or_list) -> list[pathlib.Path]:
-  """NIfTI files and subfolders of a folder (others are logged), or the given list."""
-  if isinstance(folder_or_list, (str, pathlib.Path)):
-    folder = pathlib.Path(folder_or_list)
+  """NIfTI files and subfolders of a folder (others are logged), or the given list (`as_path`
+  of each: `epath.Path` for URIs)."""
+  if isinstance(folder_or_list, (str, os.PathLike)):
+    folder = as_path(folder_or_list)
     if not folder.is_dir():
       raise CTError(f"{folder}: not a folder; pass a folder of CTs or a list of paths.")
     paths = []
@@ -159,7 +185,7 @@ def list_cts(folder_or_list) -> list[pathlib.Path]:
     if not paths:
       raise CTError(f"{folder}: holds no NIfTI file (.nii, .nii.gz) and no DICOM series subfolder.")
     return paths
-  return [pathlib.Path(p) for p in folder_or_list]
+  return [as_path(p) for p in folder_or_list]
 
 
 def _check_size(shape, source, max_voxels) -> None:

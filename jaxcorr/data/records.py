@@ -14,6 +14,11 @@ A shard is written under a temporary name and renamed when complete, so a shard 
 under its final name is whole (`write_shard`). A dataset folder (the generate and make_fractures
 jobs' workdirs) holds `<split>/<NNNNN>.array_record` shards and a `manifest.json`
 (`write_manifest`); `shard_paths` lists a split's complete, non-empty shards.
+
+A dataset folder may be on an object store (`gs://bucket/ds`): ArrayRecord reads and writes
+local files, so a shard is written into the local cache (`files.cache_path`) and uploaded whole
+(an object exists only once its upload completes), and `shard_paths` lists the folder through
+`etils.epath` and returns local copies (`files.local_copy`, copied once per host).
 """
 
 from __future__ import annotations
@@ -65,14 +70,21 @@ def decode(record: bytes) -> dict:
 
 
 def write_shard(path: str, records: list[bytes]) -> None:
-  """Writes an ArrayRecord shard atomically (temporary name, then rename)."""
+  """Writes an ArrayRecord shard atomically (temporary name, then rename; for a URI, written
+  into the local cache and uploaded whole, the copy kept as the cached one)."""
   from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
-  tmp = f"{path}.partial"
+  uri = files.is_uri(path)
+  tmp = f"{files.cache_path(path) if uri else path}.partial"
+  if uri:
+    os.makedirs(os.path.dirname(tmp), exist_ok=True)
   writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
   for r in records:
     writer.write(r)
   writer.close()
-  os.replace(tmp, path)
+  if uri:
+    files.upload_cached(tmp, path)
+  else:
+    os.replace(tmp, path)
 
 
 def num_records(path: str) -> int:
@@ -107,9 +119,8 @@ def shard_paths(folder: str, split: str, job: str = "generate") -> list[str]:
     ValueError: an unknown split. FileNotFoundError: no complete shard (names what to run).
   """
   check_choice("split", split, SPLITS)
-  paths = [p for p in sorted(glob.glob(os.path.join(folder, split, "*.array_record")))
-           if num_records(p) > 0]
-  if not paths and os.path.exists(os.path.join(folder, "manifest.json")):
+  paths = [p for p in _shards(folder, split) if num_records(p) > 0]
+  if not paths and files.path(os.path.join(folder, "manifest.json")).exists():
     counts = files.read_json(os.path.join(folder, "manifest.json")).get("counts", {})
     raise FileNotFoundError(
         f"the {job} dataset {folder} has no samples in split {split!r} (volumes per split: "
@@ -121,6 +132,19 @@ def shard_paths(folder: str, split: str, job: str = "generate") -> list[str]:
                             f"python -m jaxcorr.main --config=configs/{job}.py "
                             f"--workdir={folder} first")
   return paths
+
+
+def _shards(folder: str, split: str) -> list[str]:
+  """The local paths of a split's shards, sorted: of local copies for a folder on an object
+  store (`files.local_copy`)."""
+  if not files.is_uri(folder):
+    return sorted(glob.glob(os.path.join(folder, split, "*.array_record")))
+  where = os.path.join(folder, split)
+  with files.storage_errors(where, "data.shards"):
+    if not files.path(where).is_dir():
+      return []
+    names = sorted(p.name for p in files.path(where).iterdir() if p.name.endswith(".array_record"))
+  return [files.local_copy(os.path.join(where, n), "data.shards") for n in names]
 
 
 def _code_version() -> str:
@@ -141,13 +165,13 @@ def write_manifest(folder: str, config, rejected: int, skipped: list | None = No
   the counts."""
   path = os.path.join(folder, "manifest.json")
   mixed = []   # shards written with other configs (resume_anyway=True), as 'field: old -> new'
-  if os.path.exists(path):
+  if files.path(path).exists():
     earlier = files.read_json(path)
     mixed = earlier.get("mixed_configs", []) + config_diff.diff(
         earlier.get("config", {}), json.loads(config.to_json_best_effort()))[0]
   counts = {}
   for split in SPLITS:
-    sizes = [num_records(p) for p in glob.glob(os.path.join(folder, split, "*.array_record"))]
+    sizes = [num_records(p) for p in _shards(folder, split)]
     counts[split] = {"volumes": sum(1 for n in sizes if n), "samples": sum(sizes)}
   files.write_json(path, {
       "counts": counts, "rejected_this_run": rejected,

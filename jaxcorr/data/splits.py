@@ -13,11 +13,14 @@ entries) name the CTs of those splits instead of the automatic split: a named CT
 every other split (it is never trained on, also when splits.json was written before), and the
 remaining CTs of `ct.path` are split among the splits not named, by their `data.splits`
 fractions (all of them go to 'train' when both are named).
+
+Any of these entries, and the workdir, may be on an object store (`gs://bucket/cts`, a
+`gs://.../list.txt` of URIs): they are listed through `etils.epath`, the URIs are the volumes'
+names (in splits.json too), and each CT is copied to a local cache when it is loaded (`io.load_ct`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -30,7 +33,7 @@ SPLITS = ("train", "validation", "test")
 
 
 def list_paths(entries, field: str = "ct.path") -> list[str]:
-  """Absolute paths of the CTs that `entries` name, in order, each once.
+  """Absolute paths (or URIs) of the CTs that `entries` name, in order, each once.
 
   Args:
     entries: a string or a tuple/list of strings, each a NIfTI file, a folder of CTs (NIfTI
@@ -41,6 +44,7 @@ def list_paths(entries, field: str = "ct.path") -> list[str]:
   Raises:
     CTError: an entry that is not a CT, a folder of CTs or a list file (from `io.list_cts`).
     ValueError: an entry that is not a string.
+    ImportError: a URI whose fsspec backend is not installed (names the package).
   """
   if isinstance(entries, str):
     entries = (entries,) if entries else ()
@@ -49,29 +53,30 @@ def list_paths(entries, field: str = "ct.path") -> list[str]:
                      "(a CT file or folder, a folder of CTs, or a .txt list of paths)")
   found = []
   for entry in entries:
-    found.extend(os.path.abspath(p) for p in _entry_paths(entry))
+    with files.storage_errors(entry, f"config.{field}"):
+      found.extend(files.absolute(os.fspath(p)) for p in _entry_paths(entry))
   return list(dict.fromkeys(found))   # one each, first order kept
 
 
 def _entry_paths(entry: str) -> list:
-  if os.path.isfile(entry) and entry.endswith(".txt"):
-    with open(entry) as f:
-      lines = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+  path = io.as_path(entry)
+  if path.is_file() and entry.endswith(".txt"):
+    lines = [line.strip() for line in path.read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
     return io.list_cts(lines)
-  if os.path.isfile(entry) or entry.endswith(io.NIFTI_SUFFIXES) or _is_series(entry):
+  if path.is_file() or entry.endswith(io.NIFTI_SUFFIXES) or _is_series(path):
     return [entry]
   return io.list_cts(entry)
 
 
-def _is_series(folder: str) -> bool:
+def _is_series(folder) -> bool:
   """A folder with files but no NIfTI file and no subfolder: one DICOM series, not a folder
   of CTs."""
-  if not os.path.isdir(folder):
+  if not folder.is_dir():
     return False
-  names = os.listdir(folder)
-  return bool(names) and not any(
-      n.lower().endswith(io.NIFTI_SUFFIXES) or os.path.isdir(os.path.join(folder, n))
-      for n in names)
+  children = list(folder.iterdir())
+  return bool(children) and not any(
+      c.name.lower().endswith(io.NIFTI_SUFFIXES) or c.is_dir() for c in children)
 
 
 def list_volumes(config) -> list[str]:
@@ -121,9 +126,8 @@ def load_or_assign(config, workdir: str) -> dict[str, list[str]]:
   named = named_splits(config)
   held = {n for part in named.values() for n in part}
   names = [n for n in list_volumes(config) if n not in held]
-  if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
+  if files.path(path).exists():
+    saved = files.read_json(path)
     known = {n for part in saved.values() for n in part}
     new = [n for n in names if n not in known]
     if new:
@@ -182,8 +186,8 @@ def write_skipped(workdir: str, skipped: list[tuple[str, str]]) -> None:
   (a stale list is removed when none was skipped) and logs a summary."""
   path = os.path.join(workdir, "skipped.json")
   if not skipped:
-    if os.path.exists(path):
-      os.remove(path)
+    if files.path(path).exists():
+      files.path(path).unlink()
     return
   files.write_json(path, [{"volume": n, "reason": r} for n, r in skipped])
   logging.warning("skipped %d CTs (ct.on_error='skip'), listed with the reasons in %s: %s",
