@@ -164,6 +164,14 @@ def test_cts_on_the_bucket_are_named_by_their_uris_and_read_from_the_cache(bucke
   assert downloads == [a, a] and open(cached, "rb").read() == whole
   assert [n for n in os.listdir(os.path.dirname(cached)) if n.startswith(".")] == []
 
+  config = generate.get_config("tiny")          # a run's splits on the bucket name the URIs
+  config.ct.path, config.data.test_path = "gs://bucket/cts", b
+  assert splits.load_or_assign(config, "gs://bucket/run") == {
+      "train": [a], "validation": [], "test": [b]}
+  assert json.loads((bucket / "run" / "splits.json").read_text())["test"] == [b]
+  (bucket / "run" / "splits.json").write_text(json.dumps({"train": [], "validation": [a]}))
+  assert splits.load_or_assign(config, "gs://bucket/run")["validation"] == [a]   # re-used
+
   assert files.local_copy(str(bucket / "cts" / "b.nii.gz")) == str(bucket / "cts" / "b.nii.gz")
   with pytest.raises(io.CTError, match="gs://bucket/cts/c.nii.gz: no such file"):
     io.load_ct("gs://bucket/cts/c.nii.gz")
