@@ -178,7 +178,7 @@ def list_cts(folder_or_list) -> list[pathlib.Path]:
       raise CTError(f"{folder}: not a folder; pass a folder of CTs or a list of paths.")
     paths = []
     for p in sorted(folder.iterdir()):
-      if p.is_dir() or p.name.lower().endswith(NIFTI_SUFFIXES):
+      if p.name.lower().endswith(NIFTI_SUFFIXES) or p.is_dir():   # the name first: no RPC
         paths.append(p)
       else:
         logging.warning("Ignoring %s: neither a NIfTI file nor a DICOM series folder.", p)
