@@ -38,6 +38,9 @@ SIZES = {
              "eval_every": 10, "data.phantoms": 8, "generate.samples_per_volume": 4,
              "generate.render_batch": 4, "fracture.gap_mm": 6.0,
              "fracture.displacement_mm": 8.0},
+    # Issue 22's CPU benchmark on the real CTs (configs/make_fractures.py CPU_REAL).
+    "cpu_real": {**make_fractures.CPU_REAL, "image_size": (128, 128), "model.vit": "vit_ti16",
+                 "steps": 300},
     "cpu": {**common.sized(128), "image_size": (128, 128), "model.vit": "vit_ti16",
             "steps": 300, "data.phantoms": 16, "generate.samples_per_volume": 16,
             "generate.visibility": False,
@@ -57,9 +60,8 @@ def _row(row):
   return {k: v for k, v in classification.ROWS[row].items() if k != "init_from"}
 
 
-PRESETS = {**{s: SIZES[s] for s in ("tiny", "cpu", "default")},
-           **{f"{s},{r}": {**SIZES[s], **_row(r)}
-              for s in ("tiny", "cpu", "default") for r in ROWS + ("sweep",)}}
+PRESETS = {**{s: SIZES[s] for s in SIZES},
+           **{f"{s},{r}": {**SIZES[s], **_row(r)} for s in SIZES for r in ROWS + ("sweep",)}}
 
 
 def get_config(arg=None):
@@ -80,6 +82,7 @@ def get_config(arg=None):
       backbone="vit",         # vit | resnet (the CNN baseline: fusion single or late)
       vit="vit_s16",
       resnet="resnet_small",  # backbone='resnet': a jaxcorr.models.resnet.RESNETS variant
+      pool="max",             # backbone='resnet': max | mean of the per-position logits
       fusion="early",         # single | late | early
       max_views=2,
       guidance="none",        # none | layer | head (alpha per layer, or per layer and head)

@@ -13,6 +13,16 @@
       phantoms), 4 GB of memory, ~75 kB a sample on disk. Rendering moves to an accelerator
       when there is one; the host part (fracture, intensities, pooling) is ~1 s a sample.
       `generate.visibility=False` skips the before/after render of positives (~1/4 of the time).
+  python -m jaxcorr.main --config=configs/make_fractures.py:cpu_real --workdir=/tmp/fractures_real
+      The CPU benchmark of issue 22 from the real CTs (run from the repository root, which holds
+      ../shared/data/ct and ../shared/data/ct_limbs; ct.path is a tuple of both folders; the
+      one CT without a long bone is skipped): 47 CTs split by volume 50/25/25 (23 train, 12
+      validation, 12 test), 32 samples each (1,504), 128^3 cubes and 128 px views framed on the
+      bone (views.framing='anatomy'), fractures an 8 mm gap with every fragment displaced 8-16
+      mm and angulated 10-20 degrees, positives that do not show their fracture in both views
+      (fewer than 16 pixels changed by 0.05 of the view's range) redrawn up to 4 times. ~20 min
+      on the busy 2-core CPU without C (generate.with_corr=False), 1.5 GB; the learnability
+      baseline on it: configs/classify.py (cpu_real,cnn) and docs/benchmarks.md.
 Both are resumable: run the same command again after a kill and only missing shards are
 written. A volume without a long bone (see jaxcorr/ct/long_bones.py) is skipped with a warning and
 listed in manifest.json (`ct.on_error=raise` stops instead). Splits are by volume
@@ -56,6 +66,18 @@ def negative():
   ))
 
 
+# The real CTs of ../shared/data (read from the repository root): the CPU benchmark's volumes.
+REAL_CTS = ("../shared/data/ct", "../shared/data/ct_limbs")
+
+# Issue 22's CPU benchmark on the real CTs: fractures a CNN can learn to see at 128 px
+# (docs/benchmarks.md, "Fracture benchmark: learnability baseline").
+CPU_REAL = {**common.sized(128), "ct.path": REAL_CTS, "views.framing": "anatomy",
+            "data.splits": (0.5, 0.25, 0.25), "generate.samples_per_volume": 32,
+            "fracture.gap_mm": 8.0, "fracture.displacement_mm": 16.0,
+            "fracture.angulation_deg": 20.0, "fracture.p_displace": 1.0,
+            "generate.invisible": "redraw", "generate.visible_in": "all",
+            "generate.visible_noise": 0.05, "generate.visible_min_px": 16}
+
 # One row per preset: what differs from the default (256^3 cubes, 64 samples per volume).
 PRESETS = {
     "default": {},
@@ -63,6 +85,7 @@ PRESETS = {
     "tiny": {**common.sized(64), "data.phantoms": 8, "generate.samples_per_volume": 4,
              "generate.render_batch": 4, "fracture.gap_mm": 6.0,
              "fracture.displacement_mm": 8.0},
+    "cpu_real": CPU_REAL,
 }
 
 

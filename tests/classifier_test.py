@@ -316,12 +316,14 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
   np.testing.assert_allclose(b, a, atol=0.05 * np.abs(a).max() + 0.1)
 
 
-def test_resnet_baseline_logits_attention_and_parameter_count():
+@pytest.mark.parametrize("pool", ["mean", "max"])
+def test_resnet_baseline_logits_attention_and_parameter_count(pool):
   """The CNN baseline: the ResNet's own parameters plus a C -> 1 head; the study logit is the
-  max over views of the head on the pooled features; attention is a softmax per view."""
+  max over views of the head on the mean-pooled features ('mean'), or of the largest
+  per-position logit ('max', never below the mean's); attention is a softmax per view."""
   from jaxcorr.models import resnet  # pylint: disable=import-outside-toplevel
   fusion = "late"
-  model = _model(backbone="resnet", resnet="resnet_tiny", fusion=fusion)
+  model = _model(backbone="resnet", resnet="resnet_tiny", fusion=fusion, pool=pool)
   views = jnp.asarray(np.random.default_rng(0).random((B, N, 32, 32, 1)), jnp.float32)
   abstract = _abstract_init(model, views)
   rng = np.random.default_rng(2)   # random weights, running mean 0 and variance 1 (no init run)
@@ -346,7 +348,10 @@ def test_resnet_baseline_logits_attention_and_parameter_count():
   np.testing.assert_allclose(np.asarray(aux["attention"]).sum(axis=(2, 3, 4)), 1.0, rtol=1e-5)
   pooled = np.asarray(aux["cls"]).reshape(B, n, 128)
   view_logits = pooled @ np.asarray(head["kernel"])[:, 0] + 0.1
-  np.testing.assert_allclose(logits, view_logits.max(axis=1), rtol=1e-4, atol=1e-5)
+  if pool == "mean":
+    np.testing.assert_allclose(logits, view_logits.max(axis=1), rtol=1e-4, atol=1e-5)
+  else:
+    assert np.all(np.asarray(logits) > view_logits.max(axis=1) + 1e-4)
   single = _model(backbone="resnet", resnet="resnet_tiny", fusion="single")
   logits, aux = jax.eval_shape(functools.partial(single.apply, train=False), variables, views)
   assert logits.shape == (B,) and aux["attention"].shape == (B, 1, 1, 2, 2)
@@ -358,3 +363,6 @@ def test_resnet_baseline_refuses_early_fusion_and_guidance():
     _abstract_init(_model(backbone="resnet", resnet="resnet_tiny", fusion="early"), views)
   with pytest.raises(ValueError, match="backbone.*'cnn'"):
     _abstract_init(_model(backbone="cnn"), views)
+  with pytest.raises(ValueError, match="pool.*'sum'.* allowed: max, mean"):
+    _abstract_init(_model(backbone="resnet", resnet="resnet_tiny", fusion="single", pool="sum"),
+                   views)

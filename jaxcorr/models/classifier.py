@@ -16,8 +16,10 @@ Backbone (`BACKBONES`, field `backbone`).
   'resnet'  the CNN baseline: the project's ResNet (`resnet.RESNETS` variant `resnet`, e.g.
             'resnet_small', stride 16) under 'backbone', views normalised with ImageNet's
             statistics, features [h, w, C] -> per-position logits by the Dense 'head'
-            (zero-initialised) -> their mean over positions = the view's logit (the head applied
-            to the globally average-pooled features, since it is linear). Fusion 'single' or
+            (zero-initialised) -> pooled over positions by `pool`: 'max' (the default: a
+            fracture is a local finding, so the view's logit is that of its most abnormal
+            position, as 'late' takes the most abnormal view) or 'mean' (the head on globally
+            average-pooled features, the classic CNN classifier). Fusion 'single' or
             'late' (max over views, as below); no guidance. BatchNorm: apply with
             mutable=['batch_stats'] when train=True. aux 'attention' is the class activation
             map's softmax over each view's positions ([B, V, 1, h, w]; the head's bias cancels,
@@ -80,6 +82,7 @@ Dtype = Any
 BACKBONES = ("vit", "resnet")
 FUSIONS = ("single", "late", "early")
 CNN_FUSIONS = ("single", "late")
+POOLS = ("max", "mean")
 GUIDANCES = ("none", "layer", "head")
 
 
@@ -98,6 +101,7 @@ class FusionClassifier(nn.Module):
   backbone: str = "vit"
   vit: str = "vit_s16"
   resnet: str = "resnet_small"
+  pool: str = "max"
   fusion: str = "early"
   max_views: int = 4
   guidance: str = "none"
@@ -179,7 +183,9 @@ class FusionClassifier(nn.Module):
     features = features.astype(jnp.float32)                              # [B n, h, w, C]
     cam = nn.Dense(self.num_classes, dtype=jnp.float32, kernel_init=nn.initializers.zeros,
                    name="head")(features)                                # [B n, h, w, K]
-    view_logits = cam.mean(axis=(1, 2)).reshape(b, n, self.num_classes)
+    check_choice("pool", self.pool, POOLS)
+    pooled = cam.max(axis=(1, 2)) if self.pool == "max" else cam.mean(axis=(1, 2))
+    view_logits = pooled.reshape(b, n, self.num_classes)
     grid = cam.shape[1:3]
     att = jax.nn.softmax(cam[..., -1].reshape(b * n, -1), axis=-1).reshape(b, n, 1, *grid)
     aux = {"attention": att, "cls": features.mean(axis=(1, 2)).reshape(b, n, -1)}
