@@ -169,6 +169,7 @@ def views(n_views=2, detector=256):
       framing_zoom=(1.0, 1.3),   # ... times a zoom uniform in this range
       framing_shift=0.04,        # ... centre moved by up to this fraction of the field of view
       framing_hu=300.0,          # anatomy = voxels with HU >= this (300: bone; -500: the body)
+      framing_max_zoom=2.0,      # ... never magnified over this x the cube framing (labels' tile)
       orbit="rtk",         # 'rtk' | 'patient', as geometry.orbit
       min_coverage=0.02,   # reject a sample whose view sees anatomy on fewer patches than this
       max_tries=10,        # redraws before the last draw is kept anyway

@@ -109,8 +109,9 @@ def _mask_extent(bank, config, recipe):
 
 @pytest.mark.parametrize("orbit", ["rtk", "patient"])
 def test_framed_views_contain_the_anatomy_box_and_it_fills_them(bank, orbit):
+  # No zoom bound here (this phantom's bone is small: the default bound of 2 would hold).
   config = _config(**{"views.framing_zoom": (1.0, 1.0), "views.framing_shift": 0.0,
-                      "views.orbit": orbit})
+                      "views.orbit": orbit, "views.framing_max_zoom": 8.0})
   h, w = config.views.detector_size
   corners = np.asarray(anatomy_framing.corners(bank.anatomy_box[0]))
   hom = np.concatenate([corners, np.ones((8, 1))], -1)
@@ -156,7 +157,8 @@ def test_the_box_stays_inside_with_the_default_jitter(bank):
 
 def test_device_recipes_frame_each_kept_candidate_on_its_volumes_box(bank):
   from jaxcorr.data import device_recipes  # pylint: disable=import-outside-toplevel
-  config = _config(**{"views.framing_zoom": (1.0, 1.0), "views.framing_shift": 0.0})
+  config = _config(**{"views.framing_zoom": (1.0, 1.0), "views.framing_shift": 0.0,
+                      "views.framing_max_zoom": 8.0})
   rec = device_recipes.recipes(samples.bank_arrays(bank), np.zeros(3, np.int32),
                                np.arange(3, dtype=np.uint32), view_sampler=sampler.ViewSampler(),
                                framing=from_config.framing(config), min_coverage=0.02,
@@ -231,3 +233,15 @@ def test_the_framing_benchmark_measures_both_framings_and_draws_them(tmp_path):
   from jaxcorr.pictures import style  # pylint: disable=import-outside-toplevel
   style.save(str(path), bench.figure(images, params, table, extent, 32))
   assert path.stat().st_size > 10_000
+
+
+def test_a_small_anatomy_is_magnified_at_most_max_zoom_times_the_cube_framing(bank):
+  """The field of view never goes below the cube framing's / framing_max_zoom, so the sparse
+  labels' tile (`AnatomyFit.label_window`) holds every coarse voxel's footprint."""
+  config = _config(**{"views.framing_zoom": (1.0, 1.0), "views.framing_shift": 0.0})
+  fit = from_config.framing(config)
+  assert fit.anatomy.max_zoom == 2.0 and fit.anatomy.label_window == 9
+  h, w = config.views.detector_size
+  recipe = from_config.recipe_maker(config, bank)({"volume": 0}, np.random.default_rng(0))
+  cube = geometry.fit_pixel_spacing(float(bank.extent[0]), recipe["sid"], recipe["sdd"], (h, w))
+  np.testing.assert_allclose(recipe["detector_mm"] / max(h, w), cube / 2.0, rtol=1e-5)

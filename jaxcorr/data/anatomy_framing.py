@@ -24,7 +24,10 @@ Per view, with a zoom z = zoom_lo + (zoom_hi - zoom_lo) r, r ~ U(0, 1), and a sh
   detector_mm     = s max(H, W)                      (`views_from_params`: spacing = this / max)
   detector_offset = ((u_lo + u_hi) / 2 + a W s, (v_lo + v_hi) / 2 + b H s)
 so the detector's centre is the box's projected centre moved by a fraction a (b) of the field
-of view. The box's projection stays inside the detector when
+of view. Given the cube's edge, s is at least s_cube / `max_zoom`, with s_cube the spacing of
+cube framing (`geometry.fit_pixel_spacing`): a small anatomy is not magnified without bound, so
+a coarse voxel's footprint stays within `label_window` patches (the sparse labels' tile, exact
+for it: footprints grow as 1 / s). The box's projection stays inside the detector when
   shift <= (1 - 1 / ((1 + margin) zoom_lo)) / 2      (0.045 for margin 0.1, zoom_lo 1)
 `views.fov_scale` still scales the field of view afterwards, about the detector's centre.
 
@@ -42,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcorr.data import sampler
-from jaxcorr.projection import geometry
+from jaxcorr.projection import geometry, labels
 
 # `views.framing`: 'cube' (the whole cube, centred) | 'anatomy' (this module).
 FRAMINGS = ("cube", "anatomy")
@@ -58,11 +61,19 @@ class AnatomyFit:
     margin: the field of view is (1 + margin) times the projected box's longer side (>= 0).
     zoom: (lo, hi), the field of view is further times z ~ U(lo, hi) (0 < lo <= hi).
     shift: the detector's centre moves by up to this fraction of the field of view (>= 0).
+    max_zoom: the field of view is at least the cube framing's divided by this (>= 1).
   """
 
   margin: float = 0.1
   zoom: tuple[float, float] = (1.0, 1.3)
   shift: float = 0.04
+  max_zoom: float = 2.0
+
+  @property
+  def label_window(self) -> int:
+    """The sparse labels' tile (patches) for views magnified up to `max_zoom` times the cube
+    framing's: `labels.DEFAULT_WINDOW` scaled, plus one for a footprint straddling a border."""
+    return int(np.ceil(labels.DEFAULT_WINDOW * self.max_zoom)) + 1
 
 
 def anatomy_box(hu: np.ndarray, origin, spacing, *, hu_min: float, patch: int) -> np.ndarray:
@@ -122,7 +133,7 @@ def detector_box(params: dict, box, *, detector_size: tuple[int, int],
 
 
 def frame(params: dict, box, zoom_u, shift_u, *, detector_size: tuple[int, int],
-          orbit: str = "rtk", fit: AnatomyFit = AnatomyFit()) -> dict:
+          orbit: str = "rtk", fit: AnatomyFit = AnatomyFit(), extent_mm=None) -> dict:
   """`params` with `detector_mm` and `detector_offset` framing the anatomy (module docstring).
 
   Args:
@@ -131,6 +142,7 @@ def frame(params: dict, box, zoom_u, shift_u, *, detector_size: tuple[int, int],
     zoom_u: [N] U(0, 1) draws for the zoom; shift_u: [N, 2] U(0, 1) draws for the shift
       (`uniforms_numpy` or `uniforms_jax`).
     detector_size: (H, W); orbit: 'rtk' | 'patient' (`views.orbit`); fit: margin and jitter.
+    extent_mm: the volume's cube edge, for the `max_zoom` bound (None: no bound).
 
   Returns:
     A new dict; the other parameters unchanged (as JAX arrays).
@@ -140,6 +152,10 @@ def frame(params: dict, box, zoom_u, shift_u, *, detector_size: tuple[int, int],
   size, centre = hi - lo, (lo + hi) / 2
   zoom = fit.zoom[0] + (fit.zoom[1] - fit.zoom[0]) * jnp.asarray(zoom_u, jnp.float32)
   spacing = jnp.maximum(size[:, 0] / w, size[:, 1] / h) * (1 + fit.margin) * zoom       # [N]
+  if extent_mm is not None:
+    cube = geometry.fit_pixel_spacing(extent_mm, jnp.asarray(params["sid"], jnp.float32),
+                                      jnp.asarray(params["sdd"], jnp.float32), (h, w))
+    spacing = jnp.maximum(spacing, cube / fit.max_zoom)
   fov = spacing[:, None] * jnp.asarray([w, h], jnp.float32)                              # [N, 2]
   offset = centre + fit.shift * (2 * jnp.asarray(shift_u, jnp.float32) - 1) * fov
   return {**{k: jnp.asarray(v, jnp.float32) for k, v in params.items()},

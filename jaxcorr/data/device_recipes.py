@@ -121,7 +121,7 @@ def framed_draw(key, view_sampler, extent_mm, framing: samples.Framing, box=None
     return params
   zoom_u, shift_u = anatomy_framing.uniforms_jax(jax.random.fold_in(key, FRAMING_FOLD),
                                                  view_sampler.n_views)
-  return samples.frame(params, box, zoom_u, shift_u, framing)
+  return samples.frame(params, box, zoom_u, shift_u, framing, extent_mm)
 
 
 def recipe(key, points, count, extent, *, view_sampler, framing: samples.Framing,

@@ -208,7 +208,8 @@ def framing(config) -> samples.Framing:
   if check_choice("views.framing", v.get("framing", "cube")) == "anatomy":
     fit = anatomy_framing.AnatomyFit(margin=float(v.framing_margin),
                                      zoom=tuple(float(z) for z in v.framing_zoom),
-                                     shift=float(v.framing_shift))
+                                     shift=float(v.framing_shift),
+                                     max_zoom=float(v.get("framing_max_zoom", 2.0)))
   return samples.Framing(detector_size=tuple(int(s) for s in v.detector_size),
                          patch=config.labels.patch, fov_scale=v.fov_scale, orbit=v.orbit,
                          anatomy=fit)

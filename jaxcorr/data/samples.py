@@ -54,11 +54,12 @@ class Framing:
   anatomy: anatomy_framing.AnatomyFit | None = None
 
 
-def frame(params: dict, box, zoom_u, shift_u, framing: Framing) -> dict:
-  """`params` framed on the anatomy `box` as `framing.anatomy` says (`anatomy_framing.frame`)."""
+def frame(params: dict, box, zoom_u, shift_u, framing: Framing, extent=None) -> dict:
+  """`params` framed on the anatomy `box` as `framing.anatomy` says (`anatomy_framing.frame`;
+  `extent`, the cube's edge in mm, bounds the zoom)."""
   return anatomy_framing.frame(params, box, zoom_u, shift_u,
                                detector_size=tuple(framing.detector_size), orbit=framing.orbit,
-                               fit=framing.anatomy)
+                               fit=framing.anatomy, extent_mm=extent)
 
 
 _frame_jit = jax.jit(frame, static_argnames=("framing",))
@@ -148,7 +149,8 @@ class RecipeMaker:
       return params
     zoom_u, shift_u = anatomy_framing.uniforms_numpy(rng, len(params["sid"]))
     with jax.default_device(jax.local_devices(backend="cpu")[0]):
-      framed = _frame_jit(params, self.anatomy_box[volume], zoom_u, shift_u, self.framing)
+      framed = _frame_jit(params, self.anatomy_box[volume], zoom_u, shift_u, self.framing,
+                          self.extent[volume])
       return {k: np.asarray(v, np.float32) for k, v in framed.items()}
 
   def __call__(self, record, rng: np.random.Generator) -> dict:
@@ -187,7 +189,12 @@ def render_labels(bank: dict, recipe: dict, *, framing: Framing, threshold: floa
   return labels.correspondence(bank["weights"][i], c_origin, c_spacing,
                                _recipe_views(bank, recipe, framing), height=h, width=w,
                                k=framing.patch, threshold=threshold,
-                               method=projector.label_method)
+                               method=projector.label_method, window=label_window(framing))
+
+
+def label_window(framing: Framing) -> int:
+  """The sparse labels' tile for these views: the default, or anatomy framing's wider one."""
+  return labels.DEFAULT_WINDOW if framing.anatomy is None else framing.anatomy.label_window
 
 
 def render_one(bank: dict, recipe: dict, *, framing: Framing, threshold: float,

@@ -118,6 +118,7 @@ RULES = {
     "views.framing_zoom": ordered_range(0),
     "views.framing_shift": bounded(0, 0.5),
     "views.framing_hu": bounded(-2000, 5000),
+    "views.framing_max_zoom": bounded(1, 16),
     "labels.patch": integer(1),
     "labels.threshold": number(0),
     "data.phantoms": integer(1),
