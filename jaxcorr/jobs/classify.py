@@ -32,7 +32,7 @@ def ensure_data(config, workdir: str) -> None:
     return
   if not config.data.shards:
     config.data.shards = os.path.join(workdir, "data")
-  if not os.path.exists(os.path.join(config.data.shards, "manifest.json")):
+  if not files.path(os.path.join(config.data.shards, "manifest.json")).exists():
     # On several processes process 0 makes it (make_fractures runs on one host) while the
     # others wait for it at the barrier.
     if jax.process_index() == 0:
