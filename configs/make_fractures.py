@@ -75,8 +75,7 @@ REAL_CTS = ("../shared/data/ct", "../shared/data/ct_limbs")
 
 # Issue 22's CPU benchmark on the real CTs: fractures a CNN can learn to see at 128 px
 # (docs/benchmarks.md, "Fracture benchmark: learnability baseline").
-CPU_REAL = {**common.sized(128), "ct.path": REAL_CTS, "views.framing": "anatomy",
-            "views.orbit": "patient",
+CPU_REAL = {**common.sized(128), "ct.path": REAL_CTS,
             "data.splits": (0.5, 0.25, 0.25), "generate.samples_per_volume": 32,
             "fracture.gap_mm": 12.0, "fracture.displacement_mm": 24.0,
             "fracture.angulation_deg": 30.0, "fracture.p_displace": 1.0,
@@ -99,6 +98,10 @@ def get_config(arg=None):
   config.job = "make_fractures"
   config.seed = 0
   common.add_sample_sources(config, size=256, phantoms=64)
+  # Views as limb radiographs are taken: collimated to the bone, the limb seen from the side
+  # (a gantry about the patient's long axis; end-on views cannot show a transverse fracture).
+  config.views.framing = "anatomy"
+  config.views.orbit = "patient"
   config.ct.on_error = "skip"
   config.fracture = fracture()
   config.negative = negative()

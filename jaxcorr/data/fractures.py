@@ -173,7 +173,8 @@ class _Sampler:
     self.entry = functools.partial(volumes.make_entry, image_intensity=self.image_fn,
                                    label_intensity=label_fn, patch=config.labels.patch,
                                    pooling=config.labels.pooling,
-                                   threshold=config.labels.threshold)
+                                   threshold=config.labels.threshold,
+                                   anatomy_hu=config.views.framing_hu)
     self.maker = from_config.recipe_maker(config, volumes.stack([self.entry(cube)]))
 
   def draw(self, rng, label: int) -> dict:
