@@ -35,10 +35,16 @@ _HERE = os.path.dirname(__file__)
 _DEFAULT_CT = os.path.join(_HERE, "..", "..", "..", "shared", "data", "ct",
                            "ibsi_sts_STS_049_ct.nii.gz")
 _DEFAULT_OUT = os.path.join(_HERE, "..", "..", "docs", "figures", "framing.png")
-_CT = flags.DEFINE_string("ct", _DEFAULT_CT, "CT file or DICOM folder.")
-_SAMPLES = flags.DEFINE_integer("samples", 32, "Recipes drawn (two views each).")
-_SIZE = flags.DEFINE_integer("size", 128, "CT cube edge and detector side, in voxels/pixels.")
-_OUT = flags.DEFINE_string("out", _DEFAULT_OUT, "Where to write the figure (PNG); '' for none.")
+
+
+def _define_flags() -> None:
+  """The command line's flags, defined when run as a script only: tests import this module's
+  functions beside other benchmarks that define flags of the same names (`ct`, `size`)."""
+  flags.DEFINE_string("ct", _DEFAULT_CT, "CT file or DICOM folder.")
+  flags.DEFINE_integer("samples", 32, "Recipes drawn (two views each).")
+  flags.DEFINE_integer("size", 128, "CT cube edge and detector side, in voxels/pixels.")
+  flags.DEFINE_string("out", _DEFAULT_OUT, "Where to write the figure (PNG); '' for none.")
+
 MASKS = (("bone", 300.0), ("body", -500.0))
 
 
@@ -83,7 +89,8 @@ def measure(ct: str, samples_count: int, size: int):
     recipe = geom(maker({"volume": 0}, rng))
     zoom_u, shift_u = anatomy_framing.uniforms_numpy(rng, 2)
     both = {"cube": recipe,
-            "anatomy": samples.frame(recipe, bank.anatomy_box[0], zoom_u, shift_u, framed)}
+            "anatomy": samples.frame(recipe, bank.anatomy_box[0], zoom_u, shift_u, framed,
+                                     float(bank.extent[0]))}
     for name, params in both.items():
       render = functools.partial(_project, origin=hu.origin, spacing=hu.spacing,
                                  extent=float(bank.extent[0]), params=params, size=size)
@@ -124,16 +131,18 @@ def figure(images: dict, params: dict, table: dict, extent: float, size: int):
 
 def main(argv):
   del argv
-  table, images, params, extent = measure(_CT.value, _SAMPLES.value, _SIZE.value)
-  print(f"{os.path.basename(_CT.value)}: {_SAMPLES.value} samples x 2 views, {_SIZE.value}^2 px")
+  f = flags.FLAGS
+  table, images, params, extent = measure(f.ct, f.samples, f.size)
+  print(f"{os.path.basename(f.ct)}: {f.samples} samples x 2 views, {f.size}^2 px")
   print("framing   mask  width mean (min-max)   area mean (min-max)")
   for name, per_mask in table.items():
     for mask, v in per_mask.items():
       print(f"{name:8s}  {mask:4s}  {v[:, 0].mean():.3f} ({v[:, 0].min():.3f}-{v[:, 0].max():.3f})"
             f"     {v[:, 1].mean():.3f} ({v[:, 1].min():.3f}-{v[:, 1].max():.3f})")
-  if _OUT.value:
-    print("wrote", style.save(_OUT.value, figure(images, params, table, extent, _SIZE.value)))
+  if f.out:
+    print("wrote", style.save(f.out, figure(images, params, table, extent, f.size)))
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)
