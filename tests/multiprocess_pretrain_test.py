@@ -16,7 +16,8 @@ import multiprocess_helpers as mp
 def test_pretraining_on_two_processes_matches_one_stops_together_and_resumes_on_one(tmp_path):
   """On the fly: 2 processes x 1 device give the losses of 1 process x 2 devices (the same
   global batches). SIGTERM to process 1 alone (a preempted host) stops both after the same step
-  with one checkpoint; the run resumes on 1 process to the end of the uninterrupted run. The
+  with one checkpoint, exit status 143 and no traceback (a preempted run on one host takes the
+  same path: the loop's stop requests); the run resumes on 1 process to the end of the uninterrupted run. The
   evaluate job then scores that run on 2 processes with the scores of 1 process."""
   run = {**mp.TINY, "steps": 16, "eval_every": 100, "ckpt.every": 100}
   one = tmp_path / "one"
@@ -31,7 +32,7 @@ def test_pretraining_on_two_processes_matches_one_stops_together_and_resumes_on_
   procs[1].send_signal(signal.SIGTERM)
   logs = mp.wait(procs, returncode=128 + signal.SIGTERM)
   assert all("mesh of 2 devices" in log and "stopped by SIGTERM after step" in log
-             for log in logs), logs
+             and "Traceback" not in log for log in logs), logs
   stopped = sorted(mp.rows(two, "train/loss"))
   assert stopped == list(range(1, stopped[-1] + 1)) and stopped[-1] < 16
   assert os.listdir(two / "checkpoints") == [str(stopped[-1])]
