@@ -235,3 +235,18 @@ def test_generate_writes_its_shards_to_the_bucket_and_training_reads_them_back(b
   victim.unlink()                  # a killed run: only the missing shard is made again
   jobs.run(_tiny_generate(), "gs://bucket/ds")
   assert victim.exists() and {p: p.stat().st_mtime_ns for p in stored[1:]} == before
+
+
+def test_the_fracture_benchmark_is_made_in_and_resumed_from_a_bucket(bucket):
+  """make_fractures into a gs:// workdir: shards, manifest (with the label counts read back from
+  the shards) and samples.png on the bucket; a deleted shard alone is made again."""
+  from make_fractures_job_test import _config  # pylint: disable=import-outside-toplevel
+  jobs.run(_config(), "gs://bucket/fr")
+  manifest = json.loads((bucket / "fr" / "manifest.json").read_text())
+  assert sum(c["positive"] + c["negative"] for c in manifest["labels"].values()) == 4 * 4
+  stored = sorted((bucket / "fr").glob("*/*.array_record"))
+  assert len(stored) == 4 and (bucket / "fr" / "samples.png").exists()
+  victim, before = stored[0], {p: p.stat().st_mtime_ns for p in stored[1:]}
+  victim.unlink()
+  jobs.run(_config(), "gs://bucket/fr")
+  assert victim.exists() and {p: p.stat().st_mtime_ns for p in stored[1:]} == before

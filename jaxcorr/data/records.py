@@ -88,9 +88,9 @@ def write_shard(path: str, records: list[bytes]) -> None:
 
 
 def num_records(path: str) -> int:
-  """The number of records in one ArrayRecord shard."""
+  """The number of records in one ArrayRecord shard (a URI's read from its local copy)."""
   from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
-  reader = array_record_module.ArrayRecordReader(path)
+  reader = array_record_module.ArrayRecordReader(files.local_copy(path, "shard"))
   try:
     return reader.num_records()
   finally:
@@ -98,9 +98,9 @@ def num_records(path: str) -> int:
 
 
 def read_shard(path: str) -> list[bytes]:
-  """Every record of one ArrayRecord shard, in order."""
+  """Every record of one ArrayRecord shard, in order (a URI's read from its local copy)."""
   from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
-  reader = array_record_module.ArrayRecordReader(path)
+  reader = array_record_module.ArrayRecordReader(files.local_copy(path, "shard"))
   try:
     return list(reader.read_all())
   finally:

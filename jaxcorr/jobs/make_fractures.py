@@ -32,7 +32,6 @@ The samples and their record fields: `jaxcorr.data.fractures`.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -75,10 +74,10 @@ def run(config, workdir: str) -> None:
   names = sorted(n for part in assignment.values() for n in part)
   todo = []
   for split in splits_lib.SPLITS:
-    os.makedirs(os.path.join(workdir, split), exist_ok=True)
+    files.path(os.path.join(workdir, split)).mkdir(parents=True, exist_ok=True)
     for name in assignment[split]:
       shard = os.path.join(workdir, split, f"{names.index(name):05d}.array_record")
-      if not os.path.exists(shard):
+      if not files.path(shard).exists():
         todo.append((name, names.index(name), shard))
   logging.info("%d volumes, %d shards to write (%d already complete)", len(names), len(todo),
                len(names) - len(todo))
@@ -110,7 +109,7 @@ def _contact_sheet(workdir, assignment, names, pairs: int = 4) -> None:
   for split in ("test", "validation", "train"):
     for name in assignment[split]:
       shard = os.path.join(workdir, split, f"{names.index(name):05d}.array_record")
-      if len(rows) == pairs or not os.path.exists(shard):
+      if len(rows) == pairs or not files.path(shard).exists():
         continue
       recs = [fractures.decode(r) for r in records.read_shard(shard)]
       pick = {label: next((r for r in recs if r["label"] == label), None) for label in (0, 1)}
@@ -132,14 +131,13 @@ def _add_label_counts(config, workdir, assignment, names) -> None:
   """Adds per split the labels, the positives that show their fracture and the redraws and
   drops (`split_counts`), and the volumes with an empty shard, to manifest.json."""
   path = os.path.join(workdir, "manifest.json")
-  with open(path) as f:
-    manifest = json.load(f)
+  manifest = files.read_json(path)
   labels, skipped = {}, []
   for split in splits_lib.SPLITS:
     shards = []
     for name in assignment[split]:
       shard = os.path.join(workdir, split, f"{names.index(name):05d}.array_record")
-      if not os.path.exists(shard) or records.num_records(shard) == 0:
+      if not files.path(shard).exists() or records.num_records(shard) == 0:
         skipped.append(name)
       else:
         shards.append(shard)
