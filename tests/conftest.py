@@ -36,24 +36,6 @@ def pytest_configure(config):
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-# The files that take longest (each a minute or more of a worker on the 2-core CI machine:
-# real processes, several devices, end-to-end jobs), longest first. pytest-xdist hands whole
-# files to its workers (--dist loadfile) in collection order; starting with these, the short
-# files fill in around them, instead of a long file starting last while the other worker idles.
-SLOW_FIRST = ("multiprocess_pretrain_test.py", "pretrain_devices_test.py",
-              "classify_job_test.py", "multiprocess_data_test.py", "finetune_job_test.py",
-              "pretrain_job_test.py", "multiprocess_classify_test.py", "bad_inputs_test.py",
-              "make_fractures_job_test.py", "framing_test.py", "device_recipes_test.py",
-              "pipeline_test.py")
-
-
-def pytest_collection_modifyitems(config, items):
-  """Runs the files of `SLOW_FIRST` first, in that order (a stable sort: the rest keep theirs)."""
-  del config
-  rank = {name: i for i, name in enumerate(SLOW_FIRST)}
-  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
-
-
 def subprocess_env(devices: int = 1) -> dict:
   """The environment of a fresh JAX process on `devices` CPU devices (the flag must be set
   before JAX starts), with this process's persistent compilation cache (the device count is not
