@@ -23,12 +23,13 @@ rows x seeds sweep. Commands and what to expect:
       The learnability baseline of issue 22 (run from the repository root): makes the
       cpu_real benchmark from ../shared/data/ct + ct_limbs in /tmp/cnn/data without C
       (configs/make_fractures.py:cpu_real: limbs seen from the side, 12 mm gaps, fragments
-      displaced 12-24 mm; ~7 min), then trains the CNN (model.backbone=resnet, resnet_small,
-      220k parameters, max-pooled per-position logits) on view 0: 2,400 steps of batch 16,
-      AdamW 1e-3, no inversion in the augmentation, ~9 min on the busy 2-core CPU. Measured
-      2026-12-05: test accuracy 72.1% (277 of 384 studies of 12 test CTs), AUROC 80.7;
-      1,200 steps: 70.6%. Short of the issue's 75% (docs/benchmarks.md, "Fracture benchmark:
-      learnability baseline (issue 22)"). Table-3 rows on it: cpu_real,ROW or cpu_real,sweep.
+      displaced 12-24 mm, 64 samples per CT; ~14 min), then trains the CNN
+      (model.backbone=resnet, resnet_small, 220k parameters, max-pooled per-position logits)
+      on view 0: 2,400 steps of batch 16, AdamW 1e-3, no inversion in the augmentation, ~6 min
+      on the 2-core CPU. Measured 2026-12-05: test accuracy 76.8% (590 of 768 studies of 12
+      test CTs), AUROC 84.9 (with 32 samples per CT: 72.1%) (docs/benchmarks.md, "Fracture
+      benchmark: learnability baseline (issue 22)"). Table-3 rows on it: cpu_real,ROW or
+      cpu_real,sweep.
 Other data: --config.studies.source=mura --config.studies.path=/data (MURA-v1.1 layout) or
 studies.source=csv with studies.path=FILE.csv (study_id,label,view_1,view_2,...); then
 corr.source=model with corr.checkpoint=PRETRAIN for guidance. ImageNet initialisation:

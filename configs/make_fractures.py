@@ -17,15 +17,16 @@
       The CPU benchmark of issue 22 from the real CTs (run from the repository root, which holds
       ../shared/data/ct and ../shared/data/ct_limbs; ct.path is a tuple of both folders; the
       one CT without a long bone is skipped): 47 CTs split by volume 50/25/25 (23 train, 12
-      validation, 12 test), 32 samples each (1,504), 128^3 cubes and 128 px views framed on the
+      validation, 12 test), 64 samples each (3,008), 128^3 cubes and 128 px views framed on the
       bone (views.framing='anatomy') from a gantry turning about the patient's long axis
       (views.orbit='patient': the limb seen from the side, as radiographs of a limb are, never
       end-on, where a transverse fracture cannot be seen), fractures a 12 mm gap with every fragment displaced
       12-24 mm and angulated 15-30 degrees, positives that do not show their fracture in both
       views (fewer than 16 pixels changed by 0.05 of the view's range) redrawn up to 4 times
-      (visible: 100% of train and validation, 94.8% of test positives). 6 min 40 s on the
-      2-core CPU without C (generate.with_corr=False), 1.6 GB; with C (the default, which
-      the guided Table-3 rows need) it takes longer. The CNN baseline on it: configs/classify.py
+      (visible: 100% of train and validation, 94.0% of test positives). About 14 min on the
+      2-core CPU without C (generate.with_corr=False; 6 min 40 s for 32 samples each, 31 min
+      measured behind two test-suite runs), 1.6 GB; with C (the default, which the guided
+      Table-3 rows need) it takes longer. The CNN baseline on it: configs/classify.py
       and docs/benchmarks.md, "Fracture benchmark: learnability baseline (issue 22)".
 Both are resumable: run the same command again after a kill and only missing shards are
 written. A volume without a long bone (see jaxcorr/ct/long_bones.py) is skipped with a warning and
@@ -76,7 +77,7 @@ REAL_CTS = ("../shared/data/ct", "../shared/data/ct_limbs")
 # Issue 22's CPU benchmark on the real CTs: fractures a CNN can learn to see at 128 px
 # (docs/benchmarks.md, "Fracture benchmark: learnability baseline").
 CPU_REAL = {**common.sized(128), "ct.path": REAL_CTS,
-            "data.splits": (0.5, 0.25, 0.25), "generate.samples_per_volume": 32,
+            "data.splits": (0.5, 0.25, 0.25), "generate.samples_per_volume": 64,
             "fracture.gap_mm": 12.0, "fracture.displacement_mm": 24.0,
             "fracture.angulation_deg": 30.0, "fracture.p_displace": 1.0,
             "generate.invisible": "redraw", "generate.visible_in": "all",
