@@ -59,6 +59,10 @@ PRESETS = {
     "tiny_vit": {**common.sized(128), **model("tiny_vit"), "steps": 300, "batch_size": 8,
                  "eval.batches": 4, "optim.learning_rate": 3e-4, "log_every": 0},
     "vit": {**model("paper_vit"), "log_every": 0},
+    # The correspondence pretraining of the CPU Table-3 classifier (classify.py:cpu_corr).
+    "classify_cpu": {**common.sized(128), **model("classify_cpu"), "steps": 1000,
+                     "batch_size": 8, "optim.learning_rate": 3e-4, "log_every": 0,
+                     "views.framing": "anatomy", "views.orbit": "patient"},
     # What one H200 trains in ~8 minutes (not yet measured; see the docstring).
     "gpu10": {"batch_size": 64, "optim.learning_rate": 2e-4, "optim.warmup_steps": 100,
               "steps": 1500, "stop_after_seconds": 480.0, "ckpt.every_seconds": 120.0,

@@ -366,3 +366,46 @@ def test_resnet_baseline_refuses_early_fusion_and_guidance():
   with pytest.raises(ValueError, match="pool.*'sum'.* allowed: max, mean"):
     _abstract_init(_model(backbone="resnet", resnet="resnet_tiny", fusion="single", pool="sum"),
                    views)
+
+
+def test_correspondence_backbone_fusions_mask_and_guidance():
+  """backbone='correspondence': the pretraining's model (size 'tiny') under 'backbone' with its
+  own parameter tree; late = the max over views of single on each view; early with only view
+  0 present = single; guidance with alpha 0 = no guidance, exactly, and alpha > 0 changes the
+  logit; attention is a softmax over each view's positions."""
+  from jaxcorr.models import build  # pylint: disable=import-outside-toplevel
+  model = functools.partial(_model, backbone="correspondence", corr_size="tiny")
+  views, corr = _views(), _corr()
+  guided = model(fusion="early", guidance="layer")
+  variables = jax.jit(functools.partial(guided.init, train=False))(
+      jax.random.key(0, impl="rbg"), views, corr)
+  params = dict(variables["params"])
+  params["head"] = {"kernel": jnp.asarray(np.random.default_rng(5).standard_normal(
+      params["head"]["kernel"].shape), jnp.float32), "bias": jnp.full((1,), 0.1)}
+  alone = jax.eval_shape(functools.partial(build.from_size("tiny").init, train=False),
+                         jax.random.key(0), views)
+  assert (jax.tree.map(jnp.shape, params["backbone"])
+          == jax.tree.map(jnp.shape, alone["params"]))
+  assert (jax.tree.map(jnp.shape, variables["batch_stats"]["backbone"])
+          == jax.tree.map(jnp.shape, alone["batch_stats"]))
+  plain = {"params": {k: v for k, v in params.items() if k != "alpha"},
+           "batch_stats": variables["batch_stats"]}
+  single, aux_single = _apply(model(fusion="single"), plain, views)
+  per_view = [_apply(model(fusion="single"), plain, views[:, v:v + 1])[0] for v in range(N)]
+  late, aux_late = _apply(model(fusion="late"), plain, views)
+  np.testing.assert_allclose(late, np.max(per_view, axis=0), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(aux_late["view_logits"], np.stack(per_view, 1), rtol=1e-5,
+                             atol=1e-5)
+  early, aux_early = _apply(model(fusion="early"), plain, views)
+  assert np.abs(np.asarray(early) - np.asarray(late)).max() > 1e-3   # views see each other
+  only_first = jnp.asarray([[True] + [False] * (N - 1)] * B)
+  masked, _ = _apply(model(fusion="early"), plain, views, view_mask=only_first)
+  np.testing.assert_allclose(masked, single, rtol=1e-5, atol=1e-5)
+  zero = {**plain, "params": {**plain["params"], "alpha": jnp.zeros_like(params["alpha"])}}
+  np.testing.assert_array_equal(_apply(guided, zero, views, corr)[0], early)
+  one = {**plain, "params": {**plain["params"], "alpha": jnp.ones_like(params["alpha"])}}
+  assert np.abs(np.asarray(_apply(guided, one, views, corr)[0]) - np.asarray(early)).max() > 1e-4
+  assert aux_single["attention"].shape == (B, 1, 1, 2, 3)
+  assert aux_early["attention"].shape == (B, N, 1, 2, 3)
+  np.testing.assert_allclose(np.asarray(aux_early["attention"]).sum(axis=(2, 3, 4)), 1.0,
+                             rtol=1e-5)

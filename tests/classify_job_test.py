@@ -10,6 +10,7 @@ import pytest
 
 from conftest import REPO
 from eval_images_test import tb_images
+from transfer_test import save_correspondence_run
 from jaxcorr import jobs
 from jaxcorr.tasks import classification
 
@@ -121,6 +122,28 @@ def test_the_resnet_baseline_trains_through_the_classify_job(fracture_data, tmp_
     jobs.run(_config(fracture_data, "single", **{"model.backbone": "resnet",
                                                  "init_timm": "vit.safetensors"}),
              str(tmp_path / "refused"))
+
+
+def test_correspondence_backbone_loads_a_pretraining_run_and_its_c(fracture_data, tmp_path):
+  """model.backbone='correspondence', row early_guided: the whole pretrained model (params and
+  BatchNorm statistics) initialises the classifier's backbone, and the same run gives C
+  (corr.source='model')."""
+  pre = tmp_path / "pretrain"
+  pre.mkdir()
+  save_correspondence_run(pre, "tiny", image=64)
+  config = _config(fracture_data, "early_guided", pre, **{
+      "model.backbone": "correspondence", "model.corr_size": "tiny", "corr.source": "model",
+      "corr.checkpoint": str(pre), "init_from": str(pre), "steps": 1, "eval_every": 1,
+      "ckpt.every": 1})
+  jobs.run(config, str(tmp_path / "classify"))
+  report = json.loads((tmp_path / "classify" / "init_report.json").read_text())
+  assert not [p for p in report["reinitialised"] if "/backbone/" in p]
+  assert any(p.startswith("batch_stats/backbone/backbone/") for p in report["loaded"])
+  assert any(p.startswith("params/backbone/encoder/") for p in report["loaded"])
+  assert json.loads((tmp_path / "classify" / "test_metrics.json").read_text())["test"]["n"] > 0
+  config.corr.checkpoint = ""
+  with pytest.raises(ValueError, match="corr.source='model' needs config.corr.checkpoint"):
+    jobs.run(config, str(tmp_path / "refused"))
 
 
 def test_guidance_without_a_matrix_is_refused(fracture_data, tmp_path):

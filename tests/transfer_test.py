@@ -297,3 +297,55 @@ def test_torchvision_file_that_does_not_fit(tmp_path):
   convert.write_safetensors(other, {"encoder.weight": np.zeros((2, 2), np.float32)})
   with pytest.raises(ValueError, match="no tensor matches the resnet_tiny backbone"):
     transfer.load_torchvision_backbone(variables["params"], state, other, backbone="resnet_tiny")
+
+
+def save_correspondence_run(workdir, size="tiny", image=64, seed=0):
+  """A workdir as `pretrain.py:SIZE` leaves it, with random params and batch statistics of
+  the correspondence model of `size` (no training: a saved TrainState and config.json, so that
+  `Predictor.from_checkpoint` and `load_model` read it); returns (params, batch_stats)."""
+  import sys  # pylint: disable=import-outside-toplevel
+  from conftest import REPO  # pylint: disable=import-outside-toplevel
+  sys.path.insert(0, str(REPO))
+  from configs import pretrain  # pylint: disable=import-outside-toplevel
+  from jaxcorr.models import build  # pylint: disable=import-outside-toplevel
+  abstract = _abstract(build.from_size(size), jnp.zeros((1, 2, image, image, 1)))
+  params = _random_params(abstract["params"], seed)
+  stats = _random_params(abstract["batch_stats"], seed + 1)
+  stats = jax.tree.map(np.abs, stats)                                    # variances >= 0
+  tx = optax.adam(1e-3)
+  ckpt = checkpoint.Checkpoints(str(workdir))
+  ckpt.save(1, state_lib.TrainState(step=jnp.asarray(1, jnp.int32), params=params,
+                                    model_state={"batch_stats": stats}, opt_state=tx.init(params)),
+            {"epoch": 0}, {"ap": 0.5})
+  ckpt.wait()
+  ckpt.close()
+  config = pretrain.get_config(size)
+  config.views.detector_size = (image, image)
+  (workdir / "config.json").write_text(config.to_json())
+  return params, stats
+
+
+def test_load_model_puts_a_whole_correspondence_run_into_a_classifier(tmp_path):
+  """backbone='correspondence': every param and BatchNorm statistic of the run lands, exactly,
+  under 'backbone'; the head stays as initialised and the report says so; a run of another
+  size is refused with the leaf's name."""
+  params, stats = save_correspondence_run(tmp_path)
+  model = classifier.FusionClassifier(backbone="correspondence", corr_size="tiny",
+                                      fusion="early", max_views=2)
+  abstract = _abstract(model, jnp.zeros((1, 2, 32, 32, 1)))
+  target = _random_params(abstract["params"], seed=7)
+  state = {"batch_stats": _random_params(abstract["batch_stats"], seed=8)}
+  out, out_state, report = transfer.load_model(target, state, tmp_path)
+  for got, want in ((out["backbone"], params), (out_state["batch_stats"]["backbone"], stats)):
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(out["head"]["kernel"], target["head"]["kernel"])
+  assert report.reinitialised == ["params/head/bias", "params/head/kernel"]
+  assert report.unused == [] and report.source == str(tmp_path)
+  assert "batch_stats/backbone/backbone/bn1/mean" in report.loaded
+  small = classifier.FusionClassifier(backbone="correspondence", corr_size="small",
+                                      fusion="early", max_views=2)
+  abstract = _abstract(small, jnp.zeros((1, 2, 32, 32, 1)))
+  with pytest.raises(ValueError, match="shape mismatch for 'backbone/"):
+    transfer.load_model(abstract["params"], {"batch_stats": abstract["batch_stats"]}, tmp_path)

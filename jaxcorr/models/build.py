@@ -21,6 +21,10 @@ SIZES = {
     "small": dict(backbone="resnet_tiny", d_model=128, n_layers=4, n_heads=4, mlp_dim=256),
     "tiny": dict(backbone="resnet_tiny", d_model=64, n_layers=2, n_heads=4, mlp_dim=128),
     "tiny_vit": dict(backbone="vit_ti16", d_model=64, n_layers=2, n_heads=4, mlp_dim=128),
+    # The CPU Table-3 classifier (configs/classify.py:cpu_corr): the CNN baseline's ResNet
+    # under a 2-layer transformer, pretrained as a correspondence model first.
+    "classify_cpu": dict(backbone="resnet_small", d_model=128, n_layers=2, n_heads=4,
+                         mlp_dim=256),
 }
 
 MODEL_KINDS = ("correspondence", "pair_mlp")

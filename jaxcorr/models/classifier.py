@@ -24,6 +24,18 @@ Backbone (`BACKBONES`, field `backbone`).
             mutable=['batch_stats'] when train=True. aux 'attention' is the class activation
             map's softmax over each view's positions ([B, V, 1, h, w]; the head's bias cancels,
             uniform at the zero init), 'cls' the pooled features.
+  'correspondence'  the correspondence model itself (`build.SIZES[corr_size]`: a ResNet, a
+            1x1 projection and the RoPE transformer over all views' tokens, as pretrained by
+            the pretrain job) under 'backbone', so a correspondence checkpoint's params and
+            BatchNorm statistics load into it 1:1 (`transfer.load_model`): the CPU stand-in
+            for the paper's ViT. Its output tokens [B, V, L, d] -> per-token logits by the
+            Dense 'head' (zero-initialised) -> pooled over the tokens by `pool` as for
+            'resnet'. Fusion 'single' (view 0 alone), 'late' (each view alone through the
+            encoder, max over views) or 'early' (all views' tokens in ONE encoder sequence,
+            with the pretraining's view embeddings, so tokens attend across views; pooled over
+            the tokens of every present view; absent views are masked out as keys by a -1e9
+            logit bias). Guidance as below, the bias over the N L tokens (no class token).
+            aux as for 'resnet' ('attention' [B, V, 1, h, w]); BatchNorm as for 'resnet'.
 
 Fusion (`FUSIONS`).
   'single'  view 0 alone through the ViT; the other views are ignored.
@@ -54,7 +66,7 @@ guided: the class-token row of the bias is 0, and in the final block only the cl
 output reaches the logit, so a bias there would change nothing (its alpha would get no
 gradient). With alpha_init = 0 a guided model computes exactly what the unguided one does.
 
-Head. The ViT's final LayerNorm of the class token ('norm', timm's layout) -> Dense 'head'
+Head (ViT). The ViT's final LayerNorm of the class token ('norm', timm's layout) -> Dense 'head'
 (zero-initialised: the initial logit is 0, p = 0.5, whatever the backbone).
 Output: (logits [B] float32 ([B, num_classes] when num_classes > 1), aux):
   'attention'    [B, V, num_heads, h, w] float32, the class-token attention over the patch
@@ -74,14 +86,17 @@ import jax
 import jax.numpy as jnp
 
 from jaxcorr.core.choices import check_choice
-from jaxcorr.models import guidance as guidance_lib, resnet as resnet_lib, vit as vit_lib
+from jaxcorr.models import (build, guidance as guidance_lib, resnet as resnet_lib,
+                            vit as vit_lib)
 from jaxcorr.models.correspondence import (IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN,
-                                           INCEPTION_STD, check_views, normalise_views)
+                                           INCEPTION_STD, CorrespondenceModel, check_views,
+                                           normalise_views)
 
 Dtype = Any
-BACKBONES = ("vit", "resnet")
+BACKBONES = ("vit", "resnet", "correspondence")
 FUSIONS = ("single", "late", "early")
 CNN_FUSIONS = ("single", "late")
+ABSENT_BIAS = -1e9    # the attention-logit bias that hides an absent view's tokens
 POOLS = ("max", "mean")
 GUIDANCES = ("none", "layer", "head")
 
@@ -101,6 +116,7 @@ class FusionClassifier(nn.Module):
   backbone: str = "vit"
   vit: str = "vit_s16"
   resnet: str = "resnet_small"
+  corr_size: str = "small"
   pool: str = "max"
   fusion: str = "early"
   max_views: int = 4
@@ -138,6 +154,8 @@ class FusionClassifier(nn.Module):
       raise ValueError(f"view_mask must be [B, N] = [{b}, {n}], got shape {mask.shape}.")
     if self.backbone == "resnet":
       return self._cnn(views, mask, train)
+    if self.backbone == "correspondence":
+      return self._correspondence(views, corr, mask, train)
     check_choice("vit", self.vit, tuple(vit_lib.VITS))
     backbone = vit_lib.vit(self.vit, dtype=self.dtype, name="backbone")
     if height % backbone.patch or width % backbone.patch:
@@ -195,6 +213,62 @@ class FusionClassifier(nn.Module):
     return (_squeeze(logits, self.num_classes),
             {**aux, "view_logits": _squeeze(view_logits, self.num_classes)})
 
+  def _correspondence(self, views, corr, mask, train):
+    """The correspondence-model backbone (module docstring): (logits, aux), every fusion."""
+    check_choice("corr_size", self.corr_size, build.SIZES)
+    size = build.SIZES[self.corr_size]
+    stride = backbone_stride(size["backbone"])
+    b, n, height, width = views.shape[:4]
+    if height % stride or width % stride:
+      raise ValueError(f"image size {height} x {width} is not a multiple of the backbone "
+                       f"stride {stride}.")
+    grid = (height // stride, width // stride)
+    l = grid[0] * grid[1]
+    model = CorrespondenceModel(**size, in_channels=self.in_channels, dtype=self.dtype,
+                                name="backbone")
+    extra, bias = {}, None
+    if self.fusion == "single":
+      x, groups = views[:, :1], (b, 1)
+    elif self.fusion == "late":
+      x, groups = views.reshape(b * n, 1, height, width, 1), (b, n)
+    else:
+      x, groups = views, (b, n)
+      if mask is not None:      # [B, 1, 1, N L]: absent views' tokens are no keys
+        bias = jnp.where(jnp.repeat(mask, l, 1), 0.0, ABSENT_BIAS)[:, None, None, :]
+      if self.guidance != "none":
+        bias, extra["alpha"] = self._guidance_biases(corr, n, l, size["n_layers"],
+                                                     size["n_heads"], bias)
+    _, aux = model(x, train=train, bias=bias)
+    tokens = aux["tokens"].reshape(*groups, l, -1)                       # [B, V, L, d]
+    cam = nn.Dense(self.num_classes, dtype=jnp.float32, kernel_init=nn.initializers.zeros,
+                   name="head")(tokens)                                  # [B, V, L, K]
+    check_choice("pool", self.pool, POOLS)
+    view_logits = cam.max(axis=2) if self.pool == "max" else cam.mean(axis=2)   # [B, V, K]
+    att = jax.nn.softmax(cam[..., -1], axis=-1).reshape(*groups, 1, *grid)
+    aux = {"attention": att, "cls": tokens.mean(axis=2), **extra}
+    if self.fusion == "single":
+      return _squeeze(view_logits[:, 0], self.num_classes), {**aux, "cls": aux["cls"][:, 0]}
+    logits, view_logits = _max_over_views(view_logits, mask)
+    return (_squeeze(logits, self.num_classes),
+            {**aux, "view_logits": _squeeze(view_logits, self.num_classes)})
+
+  def _guidance_biases(self, corr, n, tokens_per_view, depth, num_heads, base=None):
+    """(per-block biases [depth] (None where unguided), alpha) of the guided blocks, each
+    alpha * the correspondence layout (+ `base`, added to every block)."""
+    if corr is None:
+      raise ValueError(f"guidance={self.guidance!r} needs corr [B, P, L, L], the view-pair "
+                       "correspondences; got none.")
+    blocks = guided_blocks(self.guided_layers, depth)
+    shape = (len(blocks),) + ((num_heads,) if self.guidance == "head" else ())
+    alpha = self.param("alpha", nn.initializers.constant(self.alpha_init), shape, jnp.float32)
+    # The bias is linear in alpha: build the correspondence layout once, scale per block.
+    unit = guidance_lib.cross_view_bias(corr, 1.0, n_views=n, tokens_per_view=tokens_per_view,
+                                        n_prefix=0 if self.backbone == "correspondence" else 1)
+    biases = [base] * depth
+    for g, i in enumerate(blocks):
+      biases[i] = jnp.reshape(alpha[g], (1, -1, 1, 1)) * unit + (0.0 if base is None else base)
+    return biases, alpha
+
   def _early(self, backbone, head, x, corr, mask, grid, train):
     b, n = x.shape[:2]
     view_embed = self.param("view_embed", nn.initializers.zeros,
@@ -206,24 +280,22 @@ class FusionClassifier(nn.Module):
       keys = keys[:, None, None, :]
     biases, extra = None, {}
     if self.guidance != "none":
-      if corr is None:
-        raise ValueError(f"guidance={self.guidance!r} needs corr [B, P, L, L], the view-pair "
-                         "correspondences; got none.")
-      blocks = guided_blocks(self.guided_layers, backbone.depth)
-      shape = (len(blocks),) + ((backbone.num_heads,) if self.guidance == "head" else ())
-      alpha = self.param("alpha", nn.initializers.constant(self.alpha_init), shape, jnp.float32)
-      # The bias is linear in alpha: build the correspondence layout once, scale per block.
-      unit = guidance_lib.cross_view_bias(corr, 1.0, n_views=n, tokens_per_view=tokens_per_view)
-      biases = [None] * backbone.depth
-      for g, i in enumerate(blocks):
-        biases[i] = jnp.reshape(alpha[g], (1, -1, 1, 1)) * unit
-      extra["alpha"] = alpha
+      biases, extra["alpha"] = self._guidance_biases(corr, n, tokens_per_view, backbone.depth,
+                                                     backbone.num_heads)
     _, aux = backbone(x, train=train, view_embed=view_embed[:n], bias=biases, mask=keys,
                       return_attention=True)
     logits = head(aux["cls"])
     return logits, {"cls": aux["cls"], "attention": _attention_grid(aux["attention"], b, n, grid,
                                                                    per_view=False),
                     **extra}
+
+
+def backbone_stride(name: str) -> int:
+  """The stride of a correspondence backbone (`correspondence.BACKBONES`), from its table."""
+  if name in resnet_lib.RESNETS:
+    return resnet_lib.resnet(name, parent=None).stride
+  check_choice("backbone", name, tuple(vit_lib.VITS))
+  return vit_lib.VITS[name]["patch"]
 
 
 def _attention_grid(attention, b, n, grid, *, per_view):

@@ -132,7 +132,8 @@ class CorrespondenceModel(nn.Module):
     Args:
       views: [B, N, H, W, 1] float in [0, 1].
       train: BatchNorm uses (and updates) batch statistics; apply with mutable=['batch_stats'].
-      bias: optional additive attention bias [B, n_heads, N*L, N*L] ('transformer' only).
+      bias: optional additive attention bias [B, n_heads or 1, N*L, N*L] ('transformer'
+        only), or a list of n_layers of them (None: none in that layer).
 
     Returns:
       (corr [B, P, L, L] float32, aux {'tokens': [B, N, L, d_model] float32}).

@@ -20,7 +20,9 @@ replaced by a random one. The `Report` says what happened to every leaf:
 Sources. `read_checkpoint_params(path)` reads the params of a training run (`train.checkpoint`
 layout: <workdir>/{best,checkpoints}/<step>/state) and its config.json; `load_timm_backbone`
 converts a timm ViT file with `convert.convert_timm_vit`; `load_backbone` picks one of the two
-from the path, for a task's `restore_init`. `load_torchvision_backbone` converts a torchvision
+from the path, for a task's `restore_init`; `load_model` copies a whole pretrained model
+(params and BatchNorm statistics) into a subtree, e.g. a correspondence model used as a
+classifier's backbone. `load_torchvision_backbone` converts a torchvision
 ResNet state dict (e.g. ImageNet's ResNet50_Weights, the authors' start) into a ResNet
 backbone's params and batch statistics (`model.init_torchvision` of pretraining); its report's
 paths start with the collection ('params/backbone/conv1/kernel', 'batch_stats/...') and
@@ -344,3 +346,33 @@ def load_backbone(target_params, path, *, target_path: Sequence[str] = ("backbon
                                 source_path=source_path)
   report.source = str(path)
   return params, report
+
+
+def load_model(target_params, target_state, path, *, target_path: Sequence[str] = ("backbone",),
+               select="best"):
+  """A training run's whole model (params and model state) into target[target_path].
+
+  Args:
+    target_params: the new model's params, the pretrained model nested under `target_path`.
+    target_state: its model state ({'batch_stats': ...} or {}), nested the same way.
+    path, select: the run, as `read_checkpoint_params`.
+
+  Returns:
+    (params, model state, Report): the report's paths start with the collection ('params/...',
+    'batch_stats/...'). Shapes must agree (a ValueError names the leaf otherwise).
+  """
+  source, source_state, _ = read_checkpoint_params(path, select)
+  params, report = load_subtree(target_params, source, target_path=target_path, source_path=())
+  report = Report(**{k: ([f"params/{p}" for p in v] if isinstance(v, list) else v)
+                     for k, v in report.to_dict().items()})
+  state = dict(target_state or {})
+  for collection, tree in (target_state or {}).items():
+    if collection not in source_state:
+      raise ValueError(f"{path}: the checkpoint has no model state {collection!r} (it has "
+                       f"{sorted(source_state)}): is it the same architecture?")
+    state[collection], part = load_subtree(tree, source_state[collection],
+                                           target_path=target_path, source_path=())
+    for name in ("loaded", "reinitialised", "unused"):
+      getattr(report, name).extend(f"{collection}/{p}" for p in getattr(part, name))
+  report.source = str(path)
+  return params, state, report

@@ -241,7 +241,9 @@ class Encoder(nn.Module):
     Args:
       x: [B, N, L, D] tokens.
       rows, cols: [L] patch coordinates of one view's tokens.
-      bias: optional additive attention bias [B, H, N*L, N*L] ('transformer' only).
+      bias: optional additive attention bias [B, H, N*L, N*L] (H may be 1; 'transformer'
+        only), the same in every layer; or a list of n_layers such biases (None entries: no
+        bias in that layer), one per layer.
 
     Returns:
       [B, N, L, D] tokens.
@@ -286,9 +288,12 @@ class Encoder(nn.Module):
 
   def _joint(self, x, pos, bias):
     b, n, l, d = x.shape
+    biases = list(bias) if isinstance(bias, (list, tuple)) else [bias] * self.n_layers
+    if len(biases) != self.n_layers:
+      raise ValueError(f"{len(biases)} per-layer biases for {self.n_layers} layers.")
     y = x.reshape(b, n * l, d)
     for i in range(self.n_layers):
-      y = self._layer(i)(y, q_pos=pos, kv_pos=pos, bias=bias)
+      y = self._layer(i)(y, q_pos=pos, kv_pos=pos, bias=biases[i])
     return self._final_norm(y).reshape(b, n, l, d)
 
   def _alternating(self, x, pos):

@@ -38,7 +38,7 @@ from jaxcorr.core import choices, files, sharding
 from jaxcorr.data import fractures, pipeline, radiometric, records, studies as studies_lib
 from jaxcorr.inference.predictor import Predictor
 from jaxcorr.metrics import classification as cm
-from jaxcorr.models import classifier, resnet as resnet_lib, transfer, vit as vit_lib
+from jaxcorr.models import build, classifier, resnet as resnet_lib, transfer, vit as vit_lib
 from jaxcorr.pictures import classifier as classifier_figures
 from jaxcorr.tasks import base as task_lib
 from jaxcorr.xray import io as xray_io, letterbox
@@ -141,6 +141,10 @@ class ClassificationTask(task_lib.Task):
     if config.model.guidance != "none" and config.corr.source == "none":
       raise ValueError("config.model.guidance needs a correspondence matrix: set "
                        "config.corr.source to 'exact' (fracture data), 'model' or 'npy'")
+    if (config.corr.source == "model" and config.model.guidance != "none"
+        and not config.corr.checkpoint):
+      raise ValueError("config.corr.source='model' needs config.corr.checkpoint: a "
+                       "correspondence pretraining or fine-tuning workdir whose model gives C")
     if config.corr.source == "npy" and config.studies.source == "fractures":
       raise ValueError("config.corr.source='npy' is for image studies; the fracture records "
                        "carry the exact C (corr.source='exact')")
@@ -153,12 +157,19 @@ class ClassificationTask(task_lib.Task):
     self._batch_sharding = sharding.batch_sharding(mesh)
     n, (h, w) = config.model.max_views, self.image_size
     self.n_views = n
-    if config.model.get("backbone", "vit") == "resnet":
+    backbone = config.model.get("backbone", "vit")
+    if backbone == "resnet":
       choices.check_choice("config.model.resnet", config.model.resnet, resnet_lib.RESNETS)
       if config.init_from or config.init_timm:
         raise ValueError("config.init_from / init_timm load a ViT backbone; the ResNet baseline "
                          "(model.backbone='resnet') trains from scratch: leave them empty")
       self.patch = resnet_lib.resnet(config.model.resnet).stride
+    elif backbone == "correspondence":
+      choices.check_choice("config.model.corr_size", config.model.corr_size, build.SIZES)
+      if config.init_timm:
+        raise ValueError("config.init_timm loads a ViT; model.backbone='correspondence' starts "
+                         "from a correspondence pretraining run (config.init_from) or scratch")
+      self.patch = classifier.backbone_stride(build.SIZES[config.model.corr_size]["backbone"])
     else:
       self.patch = vit_lib.VITS[config.model.vit]["patch"]
     self.grid = (h // self.patch, w // self.patch)
@@ -225,7 +236,9 @@ class ClassificationTask(task_lib.Task):
     rad = self.config.augment.radiometric
     aug = (radiometric.Radiometric(**{k: v for k, v in rad.items() if k != "enabled"})
            if train and rad.enabled else None)
-    corr_model = self._corr_model if self.config.corr.source == "model" else None
+    # Only a guided model reads C: the other rows of a sweep skip the correspondence model.
+    corr_model = (self._corr_model if self.config.corr.source == "model"
+                  and self.config.model.guidance != "none" else None)
     return _finish(batch, normalise=self.config.studies.source == "fractures",
                    augmentation=aug, corr_model=corr_model)
 
@@ -267,8 +280,11 @@ class ClassificationTask(task_lib.Task):
     if not (c.init_from or c.init_timm):
       return params, model_state
     path = c.init_from or c.init_timm
-    params, report = transfer.load_backbone(params, path,
-                                            select=c.get("which_checkpoint", "best"))
+    select = c.get("which_checkpoint", "best")
+    if c.model.get("backbone", "vit") == "correspondence":   # the whole pretrained model
+      params, model_state, report = transfer.load_model(params, model_state, path, select=select)
+    else:
+      params, report = transfer.load_backbone(params, path, select=select)
     logging.info("backbone initialised from %s:\n%s", path, report.format())
     if self.workdir:
       files.write_json(os.path.join(self.workdir, "init_report.json"), report.to_dict())
