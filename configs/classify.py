@@ -1,8 +1,8 @@
 """Multi-view fracture classification (the paper's Table 3): ViT fusion, correspondence
 pretraining and attention guidance, on the CT-derived fracture benchmark by default.
 
-Presets: SIZE or SIZE,ROW, with SIZE in tiny | cpu | cpu_real | default and ROW one of the Table-3 rows
-single | late | early | early_pretrained | early_guided (default: early), or SIZE,sweep for the
+Presets: SIZE or SIZE,ROW, with SIZE in tiny | cpu | cpu_real | cpu_corr | default and ROW one
+of the Table-3 rows single | late | early | early_pretrained | early_guided (default: early), or SIZE,sweep for the
 rows x seeds sweep. Commands and what to expect:
   python -m jaxcorr.main --config=configs/classify.py:tiny --workdir=/tmp/classify
       2-core CPU, ~15 s: makes the tiny fracture benchmark (8 phantoms at 64^3, 2 views of
@@ -30,6 +30,18 @@ rows x seeds sweep. Commands and what to expect:
       test CTs), AUROC 84.9 (with 32 samples per CT: 72.1%) (docs/benchmarks.md, "Fracture
       benchmark: learnability baseline (issue 22)"). Table-3 rows on it: cpu_real,ROW or
       cpu_real,sweep.
+  python -m jaxcorr.main --config=configs/pretrain.py:classify_cpu --workdir=/tmp/pre_cls \
+      --config.ct.path=TRAIN_CTS.txt
+  python -m jaxcorr.main --config=configs/classify.py:cpu_corr,sweep --workdir=/tmp/table3 \
+      --config.pretrained=/tmp/pre_cls --config.corr.checkpoint=/tmp/pre_cls
+      Table 3 on the 2-core CPU (issue 22): the cpu_real benchmark, the correspondence model
+      as the classifier of every row (model.backbone=correspondence, size classify_cpu: the
+      CNN's resnet_small under a 2-layer transformer, max-pooled per-token logits), 1,200
+      steps at lr 3e-4; the pretraining (~5 min, 1,000 steps) on the benchmark's training CTs
+      (TRAIN_CTS.txt: the 'train' list of the benchmark's splits.json, so make the
+      benchmark first: make_fractures.py:cpu_real with generate.with_corr=False, then
+      data.shards) gives the '+ pretraining' rows their start and the guided row its C.
+      ~75 min for 5 rows x 3 seeds; the commands and the table: docs/benchmarks.md.
 Other data: --config.studies.source=mura --config.studies.path=/data (MURA-v1.1 layout) or
 studies.source=csv with studies.path=FILE.csv (study_id,label,view_1,view_2,...); then
 corr.source=model with corr.checkpoint=PRETRAIN for guidance. ImageNet initialisation:

@@ -50,12 +50,13 @@ def _errors_figure(path, task, probs, labels, attention, threshold, count=4):
   wrong = wrong[np.argsort(-np.abs(probs[wrong] - threshold))][:count]
   views, att = task.display_views("test", wrong, attention)
   ids = task.study_ids.get("test") or list(range(len(probs)))
+  shown = ("the class token's attention" if task.config.model.get("backbone", "vit") == "vit"
+           else "its class activation map (the softmax of its per-position logits)")
   fig = classifier_figures.attention_figure(
       views, att, labels[wrong], probs[wrong], threshold, ids=[ids[i] for i in wrong],
       points=task.fracture_points("test", wrong),
       caption=f"The {len(wrong)} most confident test errors (of {errors}): each view as the "
-              "model saw it, then under the class token's attention (the CNN: its class "
-              "activation map); a fracture is ringed.")
+              f"model saw it, then under {shown}; a fracture is ringed.")
   style.save(path, fig)
 
 

@@ -65,6 +65,9 @@ only the later blocks leaves the low-level ones as pretrained). The final block 
 guided: the class-token row of the bias is 0, and in the final block only the class token's
 output reaches the logit, so a bias there would change nothing (its alpha would get no
 gradient). With alpha_init = 0 a guided model computes exactly what the unguided one does.
+The 'correspondence' backbone picks its guided blocks the same way (its per-token logits would
+let a bias in the final block act, but one rule for both backbones keeps `guided_layers`
+meaning the same).
 
 Head (ViT). The ViT's final LayerNorm of the class token ('norm', timm's layout) -> Dense 'head'
 (zero-initialised: the initial logit is 0, p = 0.5, whatever the backbone).
