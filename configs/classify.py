@@ -2,8 +2,8 @@
 pretraining and attention guidance, on the CT-derived fracture benchmark by default.
 
 Presets: SIZE or SIZE,ROW, with SIZE in tiny | cpu | cpu_real | cpu_corr | default and ROW one
-of the Table-3 rows single | late | early | early_pretrained | early_guided (default: early), or SIZE,sweep for the
-rows x seeds sweep. Commands and what to expect:
+of the Table-3 rows single | late | early | early_pretrained | early_guided (default: early), or
+SIZE,sweep for the rows x seeds sweep. Commands and what to expect:
   python -m jaxcorr.main --config=configs/classify.py:tiny --workdir=/tmp/classify
       2-core CPU, ~15 s: makes the tiny fracture benchmark (8 phantoms at 64^3, 2 views of
       64 px) in /tmp/classify/data, trains a 2-layer test ViT (early fusion) for 20 steps,
@@ -41,7 +41,8 @@ rows x seeds sweep. Commands and what to expect:
       (TRAIN_CTS.txt: the 'train' list of the benchmark's splits.json, so make the
       benchmark first: make_fractures.py:cpu_real with generate.with_corr=False, then
       data.shards) gives the '+ pretraining' rows their start and the guided row its C.
-      ~75 min for 5 rows x 3 seeds; the commands and the table: docs/benchmarks.md.
+      ~110 min for 5 rows x 3 seeds (one run alone: 3.5-4 min single, ~7.5 min with two
+      views, ~10 min guided); the commands and the table: docs/benchmarks.md.
 Other data: --config.studies.source=mura --config.studies.path=/data (MURA-v1.1 layout) or
 studies.source=csv with studies.path=FILE.csv (study_id,label,view_1,view_2,...); then
 corr.source=model with corr.checkpoint=PRETRAIN for guidance. ImageNet initialisation:

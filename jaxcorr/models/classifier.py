@@ -92,8 +92,8 @@ from jaxcorr.core.choices import check_choice
 from jaxcorr.models import (build, guidance as guidance_lib, resnet as resnet_lib,
                             vit as vit_lib)
 from jaxcorr.models.correspondence import (IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN,
-                                           INCEPTION_STD, CorrespondenceModel, check_views,
-                                           normalise_views)
+                                           INCEPTION_STD, CorrespondenceModel, backbone_stride,
+                                           check_views, normalise_views)
 
 Dtype = Any
 BACKBONES = ("vit", "resnet", "correspondence")
@@ -291,14 +291,6 @@ class FusionClassifier(nn.Module):
     return logits, {"cls": aux["cls"], "attention": _attention_grid(aux["attention"], b, n, grid,
                                                                    per_view=False),
                     **extra}
-
-
-def backbone_stride(name: str) -> int:
-  """The stride of a correspondence backbone (`correspondence.BACKBONES`), from its table."""
-  if name in resnet_lib.RESNETS:
-    return resnet_lib.resnet(name, parent=None).stride
-  check_choice("backbone", name, tuple(vit_lib.VITS))
-  return vit_lib.VITS[name]["patch"]
 
 
 def _attention_grid(attention, b, n, grid, *, per_view):

@@ -60,6 +60,15 @@ def make_backbone(name: str, dtype: Dtype = jnp.float32, module_name: str = "bac
   return vit_lib.vit(name, dtype=dtype, name=module_name), INCEPTION_MEAN, INCEPTION_STD
 
 
+def backbone_stride(name: str) -> int:
+  """The stride of the backbone `name` (one of `BACKBONES`), from its table: no module is built,
+  so it can be asked inside another module's compact method."""
+  check_choice("backbone", name, BACKBONES)
+  if name in resnet_lib.RESNETS:
+    return resnet_lib.resnet(name, parent=None).stride
+  return vit_lib.VITS[name]["patch"]
+
+
 def check_views(views, max_views: int, in_channels: int) -> tuple[int, int, int, int]:
   """(B, N, H, W) of grey views [B, N, H, W, 1]; a ValueError for another shape, more than
   `max_views` views or `in_channels` not 1 or 3."""

@@ -38,7 +38,8 @@ from jaxcorr.core import choices, files, sharding
 from jaxcorr.data import fractures, pipeline, radiometric, records, studies as studies_lib
 from jaxcorr.inference.predictor import Predictor
 from jaxcorr.metrics import classification as cm
-from jaxcorr.models import build, classifier, resnet as resnet_lib, transfer, vit as vit_lib
+from jaxcorr.models import (build, classifier, correspondence, resnet as resnet_lib, transfer,
+                            vit as vit_lib)
 from jaxcorr.pictures import classifier as classifier_figures
 from jaxcorr.tasks import base as task_lib
 from jaxcorr.xray import io as xray_io, letterbox
@@ -169,7 +170,7 @@ class ClassificationTask(task_lib.Task):
       if config.init_timm:
         raise ValueError("config.init_timm loads a ViT; model.backbone='correspondence' starts "
                          "from a correspondence pretraining run (config.init_from) or scratch")
-      self.patch = classifier.backbone_stride(build.SIZES[config.model.corr_size]["backbone"])
+      self.patch = correspondence.backbone_stride(build.SIZES[config.model.corr_size]["backbone"])
     else:
       self.patch = vit_lib.VITS[config.model.vit]["patch"]
     self.grid = (h // self.patch, w // self.patch)
