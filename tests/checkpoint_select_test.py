@@ -55,7 +55,8 @@ def test_best_falls_back_to_latest_and_empty_runs_are_refused(tmp_path):
 
 
 def test_loading_a_run_says_what_it_loaded_without_warnings(tiny_pretrain_run, caplog):
-  """The fixture saved step 12 to checkpoints/ and best/ (ap of its one evaluation)."""
+  """The fixture saved steps 6 and 12 to checkpoints/, and 12 to best/ (ap of its one
+  evaluation)."""
   with caplog.at_level(logging.INFO):
     transfer.read_checkpoint_params(tiny_pretrain_run, "latest")
     predictor = Predictor.from_checkpoint(str(tiny_pretrain_run))
@@ -67,5 +68,5 @@ def test_loading_a_run_says_what_it_loaded_without_warnings(tiny_pretrain_run, c
   assert predictor.source == str(tiny_pretrain_run / "best" / "12")
   assert not [r for r in caplog.records if r.levelno >= logging.WARNING], \
       [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-  with pytest.raises(FileNotFoundError, match=r"has no checkpoint of step 5; it has \[12\]"):
+  with pytest.raises(FileNotFoundError, match=r"has no checkpoint of step 5; it has \[6, 12\]"):
     Predictor.from_checkpoint(str(tiny_pretrain_run), select="5")

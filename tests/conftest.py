@@ -88,6 +88,6 @@ def _train_tiny_pretrain(workdir):
   from jaxcorr import jobs  # pylint: disable=import-outside-toplevel
   config = pretrain.get_config("tiny")
   config.update_from_flattened_dict({
-      "steps": 12, "log_every": 6, "eval_every": 12, "ckpt.every": 12, "data.phantoms": 4,
+      "steps": 12, "log_every": 6, "eval_every": 12, "ckpt.every": 6, "data.phantoms": 4,
       "eval.batches": 1, "batch_size": 4, "eval.batch_size": 4})
   jobs.run(config, str(workdir))

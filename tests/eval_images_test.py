@@ -48,3 +48,16 @@ def test_pr_curve_steps_and_their_area_is_the_ap():
   fig = curves.pr_curve_figure(scores, targets)
   assert fig.width >= 360 and fig.height >= 360
   assert curves.pr_curve(scores, np.zeros(7, bool))[0].size == 0
+
+
+def test_line_figure_draws_each_series_and_refuses_ragged_ones():
+  fig = curves.line_figure({"a": ([0, 10], [1.0, 30.0]), "b": ([5], [12.0])},
+                           xlabel="samples", ylabel="AP (%)", references={"untrained": 1.0})
+  assert fig.width >= 480 and fig.height >= 300
+  pixels = np.asarray(fig)
+  # The two series' colours (the ramp's ends chosen for 2 lines) are drawn.
+  for v in (0.95, 0.45):
+    colour = curves.style.colormap(v)
+    assert np.all(pixels == colour, axis=-1).sum() > 20
+  with pytest.raises(ValueError, match="series 'b': x and y must be equal-length"):
+    curves.line_figure({"b": ([0, 1], [1.0])}, xlabel="x", ylabel="y")

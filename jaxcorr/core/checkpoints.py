@@ -58,6 +58,22 @@ def step_folders(directory: str) -> list[int]:
                 if n.isdigit() and os.path.isdir(os.path.join(directory, n)))
 
 
+def all_steps(workdir: str) -> list[int]:
+  """Every finished step of a training workdir, in checkpoints/ or best/, ascending (for a
+  curve over training; `resolve(workdir, step)` loads each).
+
+  Raises:
+    FileNotFoundError: the workdir holds no finished checkpoint.
+  """
+  workdir = os.path.abspath(os.path.expanduser(str(workdir)))
+  steps = sorted(set(step_folders(os.path.join(workdir, "checkpoints")))
+                 | set(step_folders(os.path.join(workdir, "best"))))
+  if not steps:
+    raise FileNotFoundError(f"no finished checkpoint in {workdir} (checkpoints/ and best/ hold "
+                            "no step folders): give the workdir of a training run that saved")
+  return steps
+
+
 def _metric(step_dir: str):
   """(name, value) of the metric saved with a best/ checkpoint, or None."""
   try:

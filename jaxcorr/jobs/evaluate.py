@@ -2,14 +2,18 @@
 
 For every pretraining workdir in `config.runs` (and, with `config.untrained`, the first run's
 model at initialisation), the model of that run's `config.json` is restored from its best (or
-latest, or a given step: `config.checkpoint`) checkpoint, logged, and scored on the 'test' split
+latest, or a given step, or every saved one: `config.checkpoint`) checkpoint, logged, and scored on the 'test' split
 of that run's `splits.json` (volumes never seen in training), or on the CTs `data.test_path`
 names (a file, folder, .txt list or tuple; a warning names any the run trained on), each row
 named as the paper's Table 1 names it (`models.build.row_name`): MSE, precision and recall at
 0.2, and AP over all patch pairs, on `eval.batches` fixed batches, with the number of samples
 and the fraction of patch pairs whose true C > 0.2 (AP depends strongly on it). Writes
-`results.csv`, `results.json`, `results.md` (also printed), and `overlay_<run>_<n>.png` pictures
-of true vs predicted correspondences.
+`results.csv`, `results.json`, `results.md` (also printed; each row with the checkpoint's step
+and the training samples it had seen), and `overlay_<row>_<n>.png` pictures of true vs
+predicted correspondences. With `checkpoint='all'` every saved checkpoint of each run is scored
+on the same batches and `ap_vs_samples.png` draws held-out AP against samples seen. The
+held-out views and labels are each run's own unless `framing`, `views_preset` or
+`label_threshold` set them for every run (AP depends on them: compare runs on the same).
 
 On several processes (`main --distributed`) every process restores the checkpoint (a
 collective), the evaluation batches are global arrays over every device (`mesh.num_devices`,
@@ -30,7 +34,7 @@ from jaxcorr.core import checkpoints, files, sharding
 from jaxcorr.data import splits as splits_lib
 from jaxcorr.metrics import correspondence as metrics
 from jaxcorr.models import build
-from jaxcorr.pictures import style, viz
+from jaxcorr.pictures import curves, style, viz
 from jaxcorr.tasks import correspondence
 from jaxcorr.train import checkpoint, loop, state as state_lib
 
@@ -48,8 +52,14 @@ def _run_config(run_dir: str, config) -> ml_collections.ConfigDict:
   # The kernels are this machine's choice, not the run's (older runs have no drr block).
   run.drr = config.drr
   run.labels.method = config.labels.method
-  if config.get("framing"):   # score every run on the same views (AP depends on the framing)
+  # Score every run on the same views and labels (the positive fraction, and AP, depend on
+  # the views' framing and distribution and on the label threshold).
+  if config.get("framing"):
     run.views.framing = config.framing
+  if config.get("views_preset"):
+    run.views.preset = config.views_preset
+  if config.get("label_threshold", -1.0) >= 0:
+    run.labels.threshold = config.label_threshold
   test_path = config.get("data", {}).get("test_path", "")
   if test_path:   # a new dict: a run's str field cannot take a tuple
     run.data = ml_collections.ConfigDict({**run.data.to_dict(), "test_path": test_path})
@@ -69,11 +79,13 @@ def _warn_if_trained_on(run_dir: str, names: list[str]) -> None:
                     sorted(seen & set(names))[:5])
 
 
-def _variables(run_dir: str, task, mesh, which: str):
+def _variables(run_dir: str, task, mesh, which):
+  """(params, model_state, step) of `which`: 'untrained' (the run's model at initialisation,
+  step 0) or a checkpoint selector (`checkpoints.resolve`)."""
   if which == "untrained":
     tx = state_lib.make_optimizer(task.config.optim, 1)
     state, _ = loop.init_state(task, tx, mesh, seed=task.config.seed)
-    return state.params, state.model_state
+    return state.params, state.model_state, 0
   loaded = checkpoints.resolve(run_dir, which, field="checkpoint")
   ckpt = checkpoint.Checkpoints(run_dir)
   try:
@@ -83,7 +95,9 @@ def _variables(run_dir: str, task, mesh, which: str):
     ckpt.close()
   logging.info("loaded %s", loaded.describe())
   # Replicated over the mesh, so they meet global batches in one jitted call on N processes.
-  return sharding.replicate((state["params"], state.get("model_state", {}) or {}), mesh)
+  params, model_state = sharding.replicate(
+      (state["params"], state.get("model_state", {}) or {}), mesh)
+  return params, model_state, loaded.step
 
 
 def run(config, workdir: str) -> None:
@@ -92,35 +106,43 @@ def run(config, workdir: str) -> None:
   if not runs:
     raise ValueError("config.runs is empty: give the workdirs of pretraining runs, e.g. "
                      "--config.runs=\"('/tmp/pretrain',)\"")
-  checkpoints.parse_select(config.checkpoint, field="checkpoint")
+  every = str(config.checkpoint).strip() == "all"
+  if not every:
+    checkpoints.parse_select(config.checkpoint, field="checkpoint")
   mesh = sharding.make_mesh(config.mesh.num_devices)
-  entries = [(d, config.checkpoint) for d in runs]
-  if config.untrained:
-    entries.insert(0, (runs[0], "untrained"))
   rows, skipped = [], []
-  for run_dir, which in entries:
+  for number, run_dir in enumerate(runs):
     run_cfg = _run_config(run_dir, config)
     task = correspondence.CorrespondenceTask(run_cfg, run_dir, mesh)
-    params, model_state = _variables(run_dir, task, mesh, which)
-    name = build.row_name(run_cfg.model) + (" (untrained)" if which == "untrained" else "")
-    m = metrics.CorrespondenceMetrics()
+    selected = checkpoints.all_steps(run_dir) if every else [config.checkpoint]
+    if config.untrained and number == 0:
+      selected = ["untrained"] + selected
+    # The same held-out batches score every checkpoint of the run (rendered once).
     batches = task.batches("test", seed=config.eval.seed, train=False,
                            batch_size=config.eval.batch_size)
-    for n in range(config.eval.batches):
-      batch = next(batches)
-      pred = sharding.to_host(task.predict(params, model_state, batch["views"]))
-      true = sharding.to_host(batch["corr"])
-      m.update(pred, true)
-      if n == 0:
-        views = sharding.to_host(batch["views"])[..., 0]
-        _overlays(workdir, len(rows), views, pred, true, run_cfg.labels.patch, config.overlays)
+    batches = [next(batches) for _ in range(config.eval.batches)]
+    for which in selected:
+      params, model_state, step = _variables(run_dir, task, mesh, which)
+      name = build.row_name(run_cfg.model) + (" (untrained)" if which == "untrained" else "")
+      m = metrics.CorrespondenceMetrics()
+      for n, batch in enumerate(batches):
+        pred = sharding.to_host(task.predict(params, model_state, batch["views"]))
+        true = sharding.to_host(batch["corr"])
+        m.update(pred, true)
+        if n == 0 and (which == selected[-1] or which == "untrained"):
+          views = sharding.to_host(batch["views"])[..., 0]
+          _overlays(workdir, len(rows), views, pred, true, run_cfg.labels.patch,
+                    config.overlays)
+      result = m.result()
+      rows.append({"run": os.path.basename(os.path.normpath(run_dir)), "model": name,
+                   "checkpoint": str(which), "step": step,
+                   "samples_seen": step * run_cfg.batch_size,
+                   "test_cts": _test_cts(run_cfg, run_dir), **result})
+      logging.info("%s, step %d: %s", name, step, result)
     skipped.extend(t for t in task.skipped if t not in skipped)
-    result = m.result()
-    rows.append({"run": os.path.basename(os.path.normpath(run_dir)), "model": name,
-                 "checkpoint": which, "test_cts": _test_cts(run_cfg, run_dir), **result})
-    logging.info("%s: %s", name, result)
   splits_lib.write_skipped(workdir, skipped)
   _write(workdir, rows)
+  _curve(workdir, rows)
 
 
 def _test_cts(run_cfg, run_dir: str) -> int | str:
@@ -149,12 +171,36 @@ def _write(workdir, rows) -> None:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-  lines = ["| run | model | test CTs | samples | positives % | MSE | precision | recall | AP |",
-           "|---|---|---|---|---|---|---|---|---|"]
+  lines = ["| run | model | step | test CTs | samples | positives % | MSE | precision | recall "
+           "| AP |", "|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
-    lines.append(f"| {r['run']} | {r['model']} | {r['test_cts']} | {r['samples']} | "
+    lines.append(f"| {r['run']} | {r['model']} | {r['step']} | {r['test_cts']} | {r['samples']} | "
                  f"{100 * r['positive_fraction']:.3f} | {r['mse']:.2e} | "
                  f"{100 * r['precision']:.1f} | {100 * r['recall']:.1f} | {100 * r['ap']:.1f} |")
   table = "\n".join(lines)
   files.atomic_write_text(os.path.join(workdir, "results.md"), table + "\n")
   print(table)
+
+
+def _curve(workdir, rows) -> None:
+  """ap_vs_samples.png: held-out AP against samples seen, one line per run with two or more
+  scored checkpoints (`checkpoint='all'`), the untrained model as a reference line."""
+  if not files.is_writer():
+    return
+  series = {}
+  for r in rows:
+    if r["checkpoint"] != "untrained":
+      x, y = series.setdefault(r["run"], ([], []))
+      x.append(r["samples_seen"])
+      y.append(100 * r["ap"])
+  series = {k: v for k, v in series.items() if len(v[0]) > 1}
+  if not series:
+    return
+  references = {"untrained": 100 * r["ap"] for r in rows if r["checkpoint"] == "untrained"}
+  first = rows[-1]
+  fig = curves.line_figure(
+      series, xlabel="training samples seen", ylabel="held-out AP (%)", references=references,
+      caption=f"Held-out AP of every saved checkpoint on {first['samples']} test samples of "
+              f"{first['test_cts']} CT(s), {100 * first['positive_fraction']:.2f}% positive "
+              "patch pairs (true C > 0.2).")
+  style.save(os.path.join(workdir, "ap_vs_samples.png"), fig)

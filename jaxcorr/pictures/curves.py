@@ -4,7 +4,9 @@
 average_precision` does (scores sorted decreasingly, a run of equal scores enters together),
 so the area under the steps, sum_k (R_k - R_k-1) P_k, is that AP. `pr_curve_figure` draws it
 on [0, 1]^2 axes with grid lines every 0.2, the AP and the positive fraction (the precision of
-a random ranking) in the caption.
+a random ranking) in the caption. `line_figure` draws one or more series y(x) (e.g. held-out
+AP against samples seen, one line per run) with a legend and optional horizontal reference
+lines (e.g. the untrained model's AP).
 """
 
 from __future__ import annotations
@@ -58,3 +60,61 @@ def pr_curve_figure(scores, targets, *, caption: str = "", size: int = 320) -> I
       f"Precision-recall: AP {100 * ap:.1f}; grey line: positive fraction {100 * base:.1f}% "
       "(a random ranking); y: precision.")
   return style.caption(img, text)
+
+
+def line_figure(series: dict, *, xlabel: str, ylabel: str, references: dict | None = None,
+                caption: str = "", width: int = 480, height: int = 300) -> Image.Image:
+  """Lines with markers of `series` {name: (x [N], y [N])} on axes from 0 to round maxima.
+
+  Args:
+    series: one line per entry, coloured along `style.colormap` (yellow to teal) and named in
+      a legend.
+    xlabel, ylabel: the axes' names (the y label goes in the caption, as in `pr_curve_figure`).
+    references: {name: y} drawn as dashed grey horizontal lines, named at their right end.
+    caption: text above the plot; the figure adds "y: <ylabel>".
+  """
+  if not series:
+    raise ValueError("line_figure needs at least one series")
+  references = references or {}
+  xs = [np.asarray(x, np.float64) for x, _ in series.values()]
+  ys = [np.asarray(y, np.float64) for _, y in series.values()]
+  for name, x, y in zip(series, xs, ys):
+    if x.shape != y.shape or x.ndim != 1 or x.size == 0:
+      raise ValueError(f"series {name!r}: x and y must be equal-length non-empty 1-D arrays, "
+                       f"got {x.shape} and {y.shape}")
+  x_max = style.nice_ceil(max(float(np.max(x)) for x in xs))
+  y_max = style.nice_ceil(max([float(np.max(y)) for y in ys] + list(references.values())))
+  left, bottom, top_pad, right_pad = 56, 40, 10, 32
+  img = Image.new("RGB", (left + width + right_pad, top_pad + height + bottom), style.BACKGROUND)
+  draw = ImageDraw.Draw(img)
+  px = lambda v: left + v / x_max * width                # noqa: E731
+  py = lambda v: top_pad + (1 - v / y_max) * height      # noqa: E731
+  for t in np.linspace(0, 1, 6):
+    draw.line([(px(t * x_max), py(0)), (px(t * x_max), py(y_max))], fill=(60, 60, 60))
+    draw.line([(px(0), py(t * y_max)), (px(x_max), py(t * y_max))], fill=(60, 60, 60))
+    draw.text((px(t * x_max), py(0) + 4), f"{t * x_max:g}", font=style.font(style.SMALL),
+              fill=style.FOREGROUND, anchor="ma")
+    draw.text((px(0) - 4, py(t * y_max)), f"{t * y_max:.3g}", font=style.font(style.SMALL),
+              fill=style.FOREGROUND, anchor="rm")
+  draw.rectangle([px(0), py(y_max), px(x_max), py(0)], outline=style.FOREGROUND)
+  for name, value in references.items():
+    y = py(value)
+    for x0 in range(int(px(0)), int(px(x_max)), 10):
+      draw.line([(x0, y), (min(x0 + 5, px(x_max)), y)], fill=(150, 150, 150))
+    style.draw_text(draw, (px(x_max) - 4, y - 2), name, size=style.SMALL, anchor="rd")
+  colours = [tuple(int(c) for c in style.colormap(v))     # bright to dim, all off the dark
+             for v in (np.linspace(0.95, 0.45, len(series)) if len(series) > 1 else [0.85])]
+  for colour, x, y in zip(colours, xs, ys):
+    order = np.argsort(x, kind="stable")
+    points = [(px(a), py(b)) for a, b in zip(x[order], y[order])]
+    if len(points) > 1:
+      draw.line(points, fill=colour, width=2)
+    for a, b in points:
+      draw.ellipse([a - 3, b - 3, a + 3, b + 3], fill=colour)
+  for n, (name, colour) in enumerate(zip(series, colours)):   # legend, top left
+    y = top_pad + 8 + n * style.line_height(style.SMALL)
+    draw.line([(px(0) + 8, y + 6), (px(0) + 26, y + 6)], fill=colour, width=3)
+    style.draw_text(draw, (px(0) + 32, y), name, size=style.SMALL)
+  draw.text((px(x_max / 2), img.height - 4), xlabel, font=style.font(), fill=style.FOREGROUND,
+            anchor="md")
+  return style.caption(img, (caption + " " if caption else "") + f"y: {ylabel}.")
