@@ -19,8 +19,8 @@ Commands and what to expect:
       Adam 2e-4 (the paper's 1e-4 at batch 16 times sqrt(64/16)) after 100 warmup steps, cosine
       to 1,500 steps; stops after 480 s with a final evaluation and a checkpoint (rerun to go
       on), checkpoints every 120 s. NOT YET MEASURED on a GPU: the step count, the time and the
-      held-out AP are to be filled in (docs/benchmarks.md, issue 16); score it with
-      configs/evaluate.py and the same data.test_path.
+      held-out AP are to be filled in (docs/benchmarks.md, issue 16); launch/gpu_pretrain.sh
+      runs it and scores every checkpoint on that CT in one device call.
   python -m jaxcorr.main --config=configs/pretrain.py:tiny_vit --workdir=/tmp/pretrain_vit
       2-core CPU, ~4 min (300 steps): a ViT-Ti/16 backbone at 128 px (+ a 2-layer encoder) for
       the classifier's correspondence initialisation (configs/classify.py, Table 3); in 300
