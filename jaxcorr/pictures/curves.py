@@ -16,6 +16,11 @@ from PIL import Image, ImageDraw
 
 from jaxcorr.pictures import style
 
+# Line colours of `line_figure`, one per series in turn: the ramp's yellow, then the query
+# colours (cyan, red, green, orange, pink), then lilac; distinct on the dark background.
+SERIES_COLOURS = ((253, 231, 37),) + style.QUERY_COLOURS[1:2] + style.QUERY_COLOURS[:1] + \
+    style.QUERY_COLOURS[2:] + ((170, 150, 255),)
+
 
 def pr_curve(scores, targets) -> tuple[np.ndarray, np.ndarray]:
   """(recall [K], precision [K]) at the end of each run of equal scores, strongest first;
@@ -67,8 +72,8 @@ def line_figure(series: dict, *, xlabel: str, ylabel: str, references: dict | No
   """Lines with markers of `series` {name: (x [N], y [N])} on axes from 0 to round maxima.
 
   Args:
-    series: one line per entry, coloured along `style.colormap` (yellow to teal) and named in
-      a legend.
+    series: one line per entry, in the distinct `SERIES_COLOURS` (in turn) and named in a
+      legend.
     xlabel, ylabel: the axes' names (the y label goes in the caption, as in `pr_curve_figure`).
     references: {name: y} drawn as dashed grey horizontal lines, named at their right end.
     caption: text above the plot; the figure adds "y: <ylabel>".
@@ -102,8 +107,7 @@ def line_figure(series: dict, *, xlabel: str, ylabel: str, references: dict | No
     for x0 in range(int(px(0)), int(px(x_max)), 10):
       draw.line([(x0, y), (min(x0 + 5, px(x_max)), y)], fill=(150, 150, 150))
     style.draw_text(draw, (px(x_max) - 4, y - 2), name, size=style.SMALL, anchor="rd")
-  colours = [tuple(int(c) for c in style.colormap(v))     # bright to dim, all off the dark
-             for v in (np.linspace(0.95, 0.45, len(series)) if len(series) > 1 else [0.85])]
+  colours = [SERIES_COLOURS[n % len(SERIES_COLOURS)] for n in range(len(series))]
   for colour, x, y in zip(colours, xs, ys):
     order = np.argsort(x, kind="stable")
     points = [(px(a), py(b)) for a, b in zip(x[order], y[order])]
