@@ -17,9 +17,10 @@ from PIL import Image, ImageDraw
 from jaxcorr.pictures import style
 
 # Line colours of `line_figure`, one per series in turn: the ramp's yellow, then the query
-# colours (cyan, red, green, orange, pink), then lilac; distinct on the dark background.
+# colours (cyan, red, green, orange, pink), lilac, white and grey; distinct on the dark
+# background.
 SERIES_COLOURS = ((253, 231, 37),) + style.QUERY_COLOURS[1:2] + style.QUERY_COLOURS[:1] + \
-    style.QUERY_COLOURS[2:] + ((170, 150, 255),)
+    style.QUERY_COLOURS[2:] + ((170, 150, 255), (255, 255, 255), (150, 150, 150))
 
 
 def pr_curve(scores, targets) -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +74,7 @@ def line_figure(series: dict, *, xlabel: str, ylabel: str, references: dict | No
 
   Args:
     series: one line per entry, in the distinct `SERIES_COLOURS` (in turn) and named in a
-      legend.
+      legend under the plot.
     xlabel, ylabel: the axes' names (the y label goes in the caption, as in `pr_curve_figure`).
     references: {name: y} drawn as dashed grey horizontal lines, named at their right end.
     caption: text above the plot; the figure adds "y: <ylabel>".
@@ -90,7 +91,9 @@ def line_figure(series: dict, *, xlabel: str, ylabel: str, references: dict | No
   x_max = style.nice_ceil(max(float(np.max(x)) for x in xs))
   y_max = style.nice_ceil(max([float(np.max(y)) for y in ys] + list(references.values())))
   left, bottom, top_pad, right_pad = 56, 40, 10, 32
-  img = Image.new("RGB", (left + width + right_pad, top_pad + height + bottom), style.BACKGROUND)
+  legend = style.line_height(style.SMALL) * len(series) + style.GAP
+  img = Image.new("RGB", (left + width + right_pad, top_pad + height + bottom + legend),
+                  style.BACKGROUND)
   draw = ImageDraw.Draw(img)
   px = lambda v: left + v / x_max * width                # noqa: E731
   py = lambda v: top_pad + (1 - v / y_max) * height      # noqa: E731
@@ -115,10 +118,10 @@ def line_figure(series: dict, *, xlabel: str, ylabel: str, references: dict | No
       draw.line(points, fill=colour, width=2)
     for a, b in points:
       draw.ellipse([a - 3, b - 3, a + 3, b + 3], fill=colour)
-  for n, (name, colour) in enumerate(zip(series, colours)):   # legend, top left
-    y = top_pad + 8 + n * style.line_height(style.SMALL)
-    draw.line([(px(0) + 8, y + 6), (px(0) + 26, y + 6)], fill=colour, width=3)
-    style.draw_text(draw, (px(0) + 32, y), name, size=style.SMALL)
-  draw.text((px(x_max / 2), img.height - 4), xlabel, font=style.font(), fill=style.FOREGROUND,
-            anchor="md")
+  draw.text((px(x_max / 2), py(0) + bottom - 4), xlabel, font=style.font(),
+            fill=style.FOREGROUND, anchor="md")
+  for n, (name, colour) in enumerate(zip(series, colours)):   # legend, under the plot
+    y = py(0) + bottom + style.GAP + n * style.line_height(style.SMALL)
+    draw.line([(px(0), y + 7), (px(0) + 18, y + 7)], fill=colour, width=3)
+    draw.text((px(0) + 24, y), name, font=style.font(style.SMALL), fill=style.FOREGROUND)
   return style.caption(img, (caption + " " if caption else "") + f"y: {ylabel}.")

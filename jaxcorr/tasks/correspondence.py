@@ -3,7 +3,8 @@
 Data come from the volume bank of each split (`jaxcorr.data.from_config`) rendered on the fly, or
 from a generate job's shards (`data.mode='offline'`). The loss is the mean squared error between the
 predicted scores and the labels, optionally weighting the rare positive entries (C > 0.2) by
-`loss.pos_weight` (> 1 raises recall at the cost of precision; 1 is the paper's plain MSE).
+`loss.pos_weight` (> 1 raises recall at the cost of precision; 1 is the paper's plain MSE; the
+default 10 won held-out AP, docs/benchmarks.md).
 Evaluation runs the model (train=False) on a fixed set of validation samples (no augmentation,
 a fixed seed, `eval.batches` batches) and reports MSE, precision, recall and AP
 (`jaxcorr.metrics.correspondence`).
