@@ -52,17 +52,8 @@ fi
 OUT=${OUT:-workdir_gpu/out}
 mkdir -p "$OUT"
 LOG=$OUT/gpu_benchmarks.log
-export PYTHONUNBUFFERED=1
 # Stages share compiled programs (the bone-sigmoid DRR run reuses the attenuation run's).
-export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/jaxcorr_xla_cache}
-export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0.5
-if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl 2>&1 | tee -a "$LOG"
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
+source launch/gpu_env.sh
 
 stage() {  # stage NAME SECONDS COMMAND...: one timed stage; output to the log and NAME.md
   local name=$1 limit=$2 rc

@@ -88,17 +88,8 @@ OUT=${OUT:-workdir_gpu/out_pretrain}
 mkdir -p "$OUT"
 LOG=$OUT/gpu_pretrain.log
 : >"$LOG"
-export PYTHONUNBUFFERED=1
-export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/jaxcorr_xla_cache}
-export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0.5
-# (not with SMOKE=1: the wheels are cp312, and a CPU checkout's venv has these packages)
-if compgen -G ".whl/*.whl" >/dev/null && [[ $SMOKE != 1 ]]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl 2>&1 | tee -a "$LOG"
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
+# (no wheels with SMOKE=1: they are cp312, and a CPU checkout's venv has these packages)
+NO_WHEELS=$SMOKE source launch/gpu_env.sh
 
 # Every stage ends by LIMIT seconds after the start (the device tool's command limit is 600 s;
 # what is under $OUT comes back only if the script gets to copy it).

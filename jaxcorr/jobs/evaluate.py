@@ -2,12 +2,13 @@
 
 For every pretraining workdir in `config.runs` (and, with `config.untrained`, the first run's
 model at initialisation), the model of that run's `config.json` is restored from its best (or
-latest, or a given step, or every saved one: `config.checkpoint`) checkpoint, logged, and scored on the 'test' split
-of that run's `splits.json` (volumes never seen in training), or on the CTs `data.test_path`
-names (a file, folder, .txt list or tuple; a warning names any the run trained on), each row
-named as the paper's Table 1 names it (`models.build.row_name`): MSE, precision and recall at
-0.2, and AP over all patch pairs, on `eval.batches` fixed batches, with the number of samples
-and the fraction of patch pairs whose true C > 0.2 (AP depends strongly on it). Writes
+latest, or a given step, or every saved one: `config.checkpoint`) checkpoint, logged, and
+scored on the 'test' split of that run's `splits.json` (volumes never seen in training), or on
+the CTs `data.test_path` names (a file, folder, .txt list or tuple; a warning names any the run
+trained on), each row named as the paper's Table 1 names it (`models.build.row_name`): MSE,
+precision and recall at 0.2, and AP over all patch pairs, on `eval.batches` fixed batches,
+with the number of samples and the fraction of patch pairs whose true C > 0.2 (AP depends
+strongly on it). Writes
 `results.csv`, `results.json`, `results.md` (also printed; each row with the checkpoint's step
 and the training samples it had seen), and `overlay_<row>_<n>.png` pictures of true vs
 predicted correspondences. With `checkpoint='all'` every saved checkpoint of each run is scored
@@ -197,10 +198,10 @@ def _curve(workdir, rows) -> None:
   if not series:
     return
   references = {"untrained": 100 * r["ap"] for r in rows if r["checkpoint"] == "untrained"}
-  first = rows[-1]
+  last = rows[-1]   # every row of a run scores the same samples
   fig = curves.line_figure(
       series, xlabel="training samples seen", ylabel="held-out AP (%)", references=references,
-      caption=f"Held-out AP of every saved checkpoint on {first['samples']} test samples of "
-              f"{first['test_cts']} CT(s), {100 * first['positive_fraction']:.2f}% positive "
+      caption=f"Held-out AP of every saved checkpoint on {last['samples']} test samples of "
+              f"{last['test_cts']} CT(s), {100 * last['positive_fraction']:.2f}% positive "
               "patch pairs (true C > 0.2).")
   style.save(os.path.join(workdir, "ap_vs_samples.png"), fig)
