@@ -99,14 +99,8 @@ def main(argv):
   logging.get_absl_handler().addFilter(_QuietLibraries())
   config = _CONFIG.value
   if _DISTRIBUTED.value or ("mesh" in config and config.mesh.get("distributed")):
-    import jax  # pylint: disable=g-import-not-at-top
-    # TPU pods and SLURM are detected by JAX; elsewhere JAX_COORDINATOR_ADDRESS plus
-    # JAX_NUM_PROCESSES and JAX_PROCESS_ID (launch/gpu_multi_host.sh) say who is who.
-    env = {"num_processes": "JAX_NUM_PROCESSES", "process_id": "JAX_PROCESS_ID"}
-    # Collectives between CPU processes (tests, CPU clusters) go through gloo; GPUs and TPUs
-    # use their own interconnect and ignore this.
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(**{k: int(os.environ[v]) for k, v in env.items() if v in os.environ})
+    from jaxcorr.core import sharding  # pylint: disable=g-import-not-at-top
+    sharding.initialize_distributed()
   logging.info("job %s, workdir %s", config.job, _WORKDIR.value)
   from jaxcorr.core import config_diff  # pylint: disable=g-import-not-at-top
   from jaxcorr.data import validation  # pylint: disable=g-import-not-at-top

@@ -54,8 +54,9 @@ def wait(procs, returncode: int = 0) -> list[str]:
   finally:
     for p in procs:
       p.kill()
-  for i, (p, log) in enumerate(zip(procs, logs)):
-    assert p.returncode == returncode, f"process {i} of {len(procs)}:\n{log[-4000:]}"
+  failed = [f"process {i} of {len(procs)} ended with {p.returncode}:\n{log[-4000:]}"
+            for i, (p, log) in enumerate(zip(procs, logs)) if p.returncode != returncode]
+  assert not failed, "\n\n".join(failed)
   return logs
 
 

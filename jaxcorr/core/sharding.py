@@ -3,14 +3,50 @@
 The mesh has one axis, 'data'. Batches are split along their leading axis over it. Parameters
 are replicated, or with `fsdp=True` each array at least `fsdp_min_size` elements large is split
 along its largest dimension divisible by the number of devices (ZeRO-3 style; XLA inserts the
-all-gathers). On several hosts call `jax.distributed.initialize()` first (main does, when asked).
+all-gathers). On several hosts call `initialize_distributed()` first (main does, when asked).
 """
 
 from __future__ import annotations
 
+import os
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+
+def initialize_distributed() -> None:
+  """`jax.distributed.initialize()` for one process per host, then, on CPUs, the collectives
+  connected while every process is still in step.
+
+  TPU pods and SLURM are detected by JAX; elsewhere JAX_COORDINATOR_ADDRESS plus
+  JAX_NUM_PROCESSES and JAX_PROCESS_ID (launch/gpu_multi_host.sh) say who is who.
+  Collectives between CPU processes (tests, CPU clusters) go through gloo, which connects a
+  group of devices at its first collective and gives up when the processes arrive there more
+  than 30 s apart (one still compiling a large step, or making the data), leaving the other
+  hung until the shutdown barrier kills both. `initialize` is a barrier, so right after it the
+  groups the jobs use (every device: the train step's reductions and reshards; one device per
+  process: `process_allgather`) are connected here, and later collectives wait for a late
+  process as long as XLA's collective timeout allows. GPUs and TPUs use their own interconnect.
+  """
+  env = {"num_processes": "JAX_NUM_PROCESSES", "process_id": "JAX_PROCESS_ID"}
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(**{k: int(os.environ[v]) for k, v in env.items() if v in os.environ})
+  if jax.process_count() > 1 and jax.default_backend() == "cpu":
+    _connect_collectives()
+
+
+def _connect_collectives() -> None:
+  """Runs one collective over every device and one over a device of each process."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  mesh = make_mesh()
+  ones = jax.make_array_from_process_local_data(batch_sharding(mesh),
+                                                np.ones(jax.local_device_count(), np.int32))
+  total = jax.jit(lambda x: x.sum(), out_shardings=replicated(mesh))(ones)
+  if int(total.addressable_data(0)) != mesh.size:
+    raise RuntimeError(f"a sum over the {mesh.size} devices of {jax.process_count()} processes "
+                       f"gave {int(total.addressable_data(0))}")
+  multihost_utils.process_allgather(np.int32(jax.process_index()))
 
 
 def make_mesh(num_devices: int = 0) -> Mesh:
