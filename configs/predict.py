@@ -31,7 +31,8 @@ def get_config(arg=None):
       studies="",             # or a list file of studies (see jaxcorr/jobs/predict.py)
       tta=False,              # dihedral test-time augmentation (any orientation)
       tta_reduce="mean",      # mean | max over the 8 passes
-      threshold=0.5,          # matches.csv and the viewer's initial threshold
+      threshold=0.5,          # matches.csv and the viewer's initial threshold (the evaluate
+                              # job's f1_threshold is a held-out operating point)
       top_k=50,               # rows of matches.csv
       batch_size=1,           # studies per forward pass
       export=False,           # also write the exported forward pass

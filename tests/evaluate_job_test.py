@@ -31,7 +31,7 @@ def test_evaluate_scores_a_run_and_its_untrained_model(tiny_pretrain_run, tmp_pa
     assert 0 < r["positive_fraction"] < 1
   table = (tmp_path / "eval" / "results.md").read_text().splitlines()
   assert table[0] == ("| run | model | step | test CTs | samples | positives % | MSE | "
-                      "precision | recall | AP |")
+                      "precision | recall | AP | best F1 | at |")
   r = rows[1]
   # The best checkpoint (the fixture's one evaluation, step 12 of batch 4).
   assert (r["checkpoint"], r["step"], r["samples_seen"]) == ("best", 12, 48)
@@ -39,10 +39,11 @@ def test_evaluate_scores_a_run_and_its_untrained_model(tiny_pretrain_run, tmp_pa
   assert table[3] == (f"| {r['run']} | standard transformer | 12 | {len(saved['test'])} | 4 | "
                       f"{100 * r['positive_fraction']:.3f} | {r['mse']:.2e} | "
                       f"{100 * r['precision']:.1f} | {100 * r['recall']:.1f} | "
-                      f"{100 * r['ap']:.1f} |")
+                      f"{100 * r['ap']:.1f} | {100 * r['best_f1']:.1f} | "
+                      f"{r['f1_threshold']:.3f} |")
   assert (tmp_path / "eval" / "results.csv").read_text().splitlines()[0] == (
-      "run,model,checkpoint,step,samples_seen,test_cts,mse,precision,recall,ap,samples,"
-      "positive_fraction")
+      "run,model,checkpoint,step,samples_seen,test_cts,mse,precision,recall,ap,best_f1,"
+      "f1_threshold,samples,positive_fraction")
   assert list((tmp_path / "eval").glob("overlay_*.png"))
 
 

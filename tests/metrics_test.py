@@ -29,6 +29,9 @@ def test_precision_recall_mse_over_two_batches():
   assert r["mse"] == pytest.approx(sq)
   # Ranking 1.0 (pos), 0.6 (pos), 0.3, 0.1 (pos), 0.0: AP = (1 + 1 + 3/4) / 3.
   assert r["ap"] == pytest.approx((1 + 1 + 3 / 4) / 3)
+  # F1 of "score >= t" down the ranking: 1/2, 4/5, 2/3, 6/7 (t = 0.1: P 3/4, R 1), 3/4; the
+  # threshold lies midway between 0.1 and the next score, 0.0.
+  assert r["best_f1"] == pytest.approx(6 / 7) and r["f1_threshold"] == pytest.approx(0.05)
   # Leading axes 2 + 1 samples; true C > 0.2 on 0.5, 0.9 and 1.0 of the 5 pairs.
   assert r["samples"] == 3 and r["positive_fraction"] == pytest.approx(3 / 5)
 
@@ -88,3 +91,26 @@ def test_precision_recall_threshold_is_strict_as_torchmetrics():
   r = m.result()        # TP 1 (0.2000001 / 0.9), FP 1 (0.9 / 0.2), FN 1 (0.2 / 0.9)
   assert (m.tp, m.fp, m.fn) == (1, 1, 1)
   assert r["precision"] == pytest.approx(0.5) and r["recall"] == pytest.approx(0.5)
+
+
+def test_best_f1_is_the_best_threshold_of_the_definition_and_its_threshold_gives_it():
+  # Ties: "score >= 0.5" has P 1/3, R 1/2 (F1 2/5); ">= 0.1" P 1/2, R 1 (F1 2/3), the last step,
+  # so the threshold lies just below 0.1.
+  f1, threshold = metrics.best_f1(np.array([0.5, 0.5, 0.5, 0.1]),
+                                  np.array([True, False, False, True]))
+  assert f1 == pytest.approx(2 / 3) and threshold < 0.1 and threshold == pytest.approx(0.1)
+  assert np.isnan(metrics.best_f1(np.array([0.3]), np.array([False]))).all()
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    scores = np.round(rng.random(50), 1)                 # ties
+    targets = rng.random(50) < 0.3
+    if not targets.any():
+      continue
+    f1, threshold = metrics.best_f1(scores, targets)
+
+    def f1_of(predicted):
+      tp = np.sum(predicted & targets)
+      return 2 * tp / (predicted.sum() + targets.sum())
+
+    assert f1 == pytest.approx(max(f1_of(scores >= t) for t in set(scores.tolist())))
+    assert f1_of(scores > threshold) == pytest.approx(f1)

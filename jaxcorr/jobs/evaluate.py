@@ -6,7 +6,8 @@ latest, or a given step, or every saved one: `config.checkpoint`) checkpoint, lo
 scored on the 'test' split of that run's `splits.json` (volumes never seen in training), or on
 the CTs `data.test_path` names (a file, folder, .txt list or tuple; a warning names any the run
 trained on), each row named as the paper's Table 1 names it (`models.build.row_name`): MSE,
-precision and recall at 0.2, and AP over all patch pairs, on `eval.batches` fixed batches,
+precision and recall at 0.2, AP over all patch pairs, and the best F1 with the threshold that
+gives it (the operating point for predict's `threshold`), on `eval.batches` fixed batches,
 with the number of samples and the fraction of patch pairs whose true C > 0.2 (AP depends
 strongly on it). Writes
 `results.csv`, `results.json`, `results.md` (also printed; each row with the checkpoint's step
@@ -173,11 +174,12 @@ def _write(workdir, rows) -> None:
     writer.writeheader()
     writer.writerows(rows)
   lines = ["| run | model | step | test CTs | samples | positives % | MSE | precision | recall "
-           "| AP |", "|---|---|---|---|---|---|---|---|---|---|"]
+           "| AP | best F1 | at |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     lines.append(f"| {r['run']} | {r['model']} | {r['step']} | {r['test_cts']} | {r['samples']} | "
                  f"{100 * r['positive_fraction']:.3f} | {r['mse']:.2e} | "
-                 f"{100 * r['precision']:.1f} | {100 * r['recall']:.1f} | {100 * r['ap']:.1f} |")
+                 f"{100 * r['precision']:.1f} | {100 * r['recall']:.1f} | {100 * r['ap']:.1f} | "
+                 f"{100 * r['best_f1']:.1f} | {r['f1_threshold']:.3f} |")
   table = "\n".join(lines)
   files.atomic_write_text(os.path.join(workdir, "results.md"), table + "\n")
   print(table)

@@ -14,6 +14,11 @@
              binary AveragePrecision (thresholds=None), the authors' metric; without ties it is
              the mean of precision@k over the positives.
 
+  best_f1, f1_threshold  the highest F1 = 2 P R / (P + R) over the same steps, and a threshold
+             that gives it to "score > f1_threshold" (midway between t_k and the next lower
+             score): the operating point to hand predict (`--config.threshold`), since a
+             positive-weighted loss moves the scores and with them what a fixed 0.2 keeps.
+
   samples    how many samples were scored (the leading axis of each update, [B, P, L, L])
   positive_fraction  the fraction of patch pairs whose true C > threshold: AP depends strongly
              on it (0.03% of pairs in held-out batches of real CTs), so a table that gives AP
@@ -30,25 +35,42 @@ import numpy as np
 THRESHOLD = 0.2
 
 
-def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
-  """AP of `scores` for the boolean `targets` (flattened), ties as scikit-learn; NaN when there
-  is no positive.
-
-  Sorted by decreasing score, the last index of each run of equal scores closes a step: its
-  cumulative true positives tp_k and ranks n_k give P_k = tp_k / n_k and R_k = tp_k / n_pos.
-  """
-  scores = np.asarray(scores, np.float64).ravel()
-  targets = np.asarray(targets, bool).ravel()
-  n_pos = targets.sum()
-  if n_pos == 0:
-    return float("nan")
+def _steps(scores: np.ndarray, targets: np.ndarray):
+  """(distinct scores t_k descending, P_k, R_k of "score >= t_k") with ties entering together:
+  sorted by decreasing score, the last index of each run of equal scores closes a step; its
+  cumulative true positives tp_k and ranks n_k give P_k = tp_k / n_k and R_k = tp_k / n_pos."""
   order = np.argsort(-scores, kind="stable")
   ranked = scores[order]
   tp = np.cumsum(targets[order])
   last = np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1]   # end of each tie run
-  precision = tp[last] / (last + 1.0)
-  recall_step = np.diff(np.r_[0, tp[last]]) / n_pos
-  return float(np.sum(recall_step * precision))
+  return ranked[last], tp[last] / (last + 1.0), tp[last] / targets.sum()
+
+
+def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
+  """AP of `scores` for the boolean `targets` (flattened), ties as scikit-learn; NaN when there
+  is no positive."""
+  scores = np.asarray(scores, np.float64).ravel()
+  targets = np.asarray(targets, bool).ravel()
+  if not targets.any():
+    return float("nan")
+  _, precision, recall = _steps(scores, targets)
+  return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def best_f1(scores: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
+  """(the highest F1 of "score >= t_k" over the steps, a threshold giving it to "score >
+  threshold": midway to the next lower distinct score, just below t_k at the last); (NaN,
+  NaN) when there is no positive."""
+  scores = np.asarray(scores, np.float64).ravel()
+  targets = np.asarray(targets, bool).ravel()
+  if not targets.any():
+    return float("nan"), float("nan")
+  t, precision, recall = _steps(scores, targets)
+  f1 = np.where(precision + recall > 0,
+                2 * precision * recall / np.maximum(precision + recall, 1e-300), 0.0)
+  k = int(np.argmax(f1))
+  below = (t[k] + t[k + 1]) / 2 if k + 1 < len(t) else np.nextafter(t[k], -np.inf)
+  return float(f1[k]), float(below)
 
 
 def confusion(pred: np.ndarray, true: np.ndarray, threshold: float = THRESHOLD) -> tuple[int, int, int]:
@@ -84,7 +106,10 @@ class CorrespondenceMetrics:
   def result(self) -> dict[str, float]:
     prec = self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
     rec = self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
-    ap = (average_precision(np.concatenate(self.scores), np.concatenate(self.targets))
-          if self.scores else float("nan"))
-    return {"mse": self.sq_sum / max(self.count, 1), "precision": prec, "recall": rec, "ap": ap,
-            "samples": self.samples, "positive_fraction": self.positives / max(self.count, 1)}
+    scores = np.concatenate(self.scores) if self.scores else np.zeros(0)
+    targets = np.concatenate(self.targets) if self.targets else np.zeros(0, bool)
+    f1, f1_threshold = best_f1(scores, targets)
+    return {"mse": self.sq_sum / max(self.count, 1), "precision": prec, "recall": rec,
+            "ap": average_precision(scores, targets), "best_f1": f1,
+            "f1_threshold": f1_threshold, "samples": self.samples,
+            "positive_fraction": self.positives / max(self.count, 1)}
