@@ -6,16 +6,14 @@ jobs use while the processes are still in step (CI once lost a 2-process run to 
 step reached 30 s apart under load: both hung until the shutdown barrier killed them)."""
 
 import json
-import subprocess
 import sys
 
 import multiprocess_helpers as mp
-from conftest import REPO, subprocess_env
 
 # Process 1 sleeps past gloo's 30 s before the first run of a train-step-like program (a
-# gradient averaged over the data axis) and of gather_json.
+# gradient averaged over the data axis) and of gather_json; each process writes what it got.
 _SCRIPT = """
-import json, sys, time
+import json, os, sys, time
 import jax, jax.numpy as jnp, numpy as np
 from jaxcorr.core import sharding
 sharding.initialize_distributed()
@@ -28,26 +26,15 @@ x = jax.make_array_from_process_local_data(
 w = jax.device_put(np.ones(3, np.float32), sharding.replicated(mesh))
 grad = jax.jit(jax.grad(lambda w, x: jnp.mean(x @ w)), out_shardings=sharding.replicated(mesh))
 g = np.asarray(grad(w, x).addressable_data(0))
-print(json.dumps({"grad": g.tolist(), "gathered": sharding.gather_json(jax.process_index())}))
+result = {"grad": g.tolist(), "gathered": sharding.gather_json(jax.process_index())}
+with open(os.path.join(sys.argv[2], f"result_{jax.process_index()}.json"), "w") as f:
+  json.dump(result, f)
 """
 
 
-def test_a_process_30_s_late_to_the_first_collectives_is_waited_for():
-  env = {**subprocess_env(2), "JAX_COORDINATOR_ADDRESS": f"localhost:{mp.free_port()}",
-         "JAX_NUM_PROCESSES": "2"}
-  procs = [subprocess.Popen([sys.executable, "-c", _SCRIPT, "35"], cwd=REPO,
-                            env={**env, "JAX_PROCESS_ID": str(i)}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True) for i in range(2)]
-  outs = []
-  try:
-    for p in procs:
-      outs.append(p.communicate(timeout=mp.TIMEOUT))
-  finally:
-    for p in procs:
-      p.kill()
-  for i, (p, (_, err)) in enumerate(zip(procs, outs)):
-    assert p.returncode == 0, f"process {i}:\n{err[-3000:]}"
-  for out, _ in outs:
-    result = json.loads(out.strip().splitlines()[-1])
+def test_a_process_30_s_late_to_the_first_collectives_is_waited_for(tmp_path):
+  mp.wait(mp.spawn([sys.executable, "-c", _SCRIPT, "35", str(tmp_path)], processes=2, devices=2))
+  for i in range(2):
+    result = json.loads((tmp_path / f"result_{i}.json").read_text())
     # 2 devices of x = 1 and 2 of x = 2: the mean over the batch of x @ w has gradient 1.5.
     assert result == {"grad": [1.5, 1.5, 1.5], "gathered": [0, 1]}

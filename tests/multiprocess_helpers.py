@@ -34,9 +34,14 @@ def start(config: str, workdir, overrides: dict, processes: int, devices: int = 
   """Starts jaxcorr.main as `processes` processes of `devices` CPU devices each."""
   args = [sys.executable, "-m", "jaxcorr.main", f"--config={config}", f"--workdir={workdir}"]
   args += [f"--config.{k}={v}" for k, v in overrides.items()]
+  return spawn(args + (["--distributed"] if processes > 1 else []), processes, devices)
+
+
+def spawn(args: list, processes: int, devices: int = 1) -> list:
+  """Starts the command `args` as `processes` processes of `devices` CPU devices each, with
+  the jax.distributed variables when there are several (stderr piped, for `wait`)."""
   env = subprocess_env(devices)
   if processes > 1:
-    args.append("--distributed")
     env["JAX_COORDINATOR_ADDRESS"] = f"localhost:{free_port()}"
     env["JAX_NUM_PROCESSES"] = str(processes)
   return [subprocess.Popen(args, cwd=REPO, env={**env, "JAX_PROCESS_ID": str(i)},
